@@ -1,0 +1,1 @@
+//! Shared helpers for dialgate benchmarks and the `dialgate-bench` load tool.

@@ -1,0 +1,1 @@
+//! dialgate control plane: configuration, users and tokens, IKE driver and `diagnose`.

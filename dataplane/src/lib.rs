@@ -1,0 +1,4 @@
+//! dialgate data plane: wire views, the ESP engine, SA tables and poll-mode workers.
+//!
+//! Nothing in this crate performs I/O on its own; packets arrive through a `PacketIo`
+//! implementation (DPDK ethdev or an in-memory loopback) and leave the same way.
