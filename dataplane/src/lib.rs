@@ -2,3 +2,5 @@
 //!
 //! Nothing in this crate performs I/O on its own; packets arrive through a `PacketIo`
 //! implementation (DPDK ethdev or an in-memory loopback) and leave the same way.
+
+pub mod port;

@@ -1,0 +1,1 @@
+//! Packet I/O: the `PacketIo` trait the workers poll, and its in-memory loopback.
