@@ -1,0 +1,29 @@
+//! `dialgate`: the gateway binary and its offline tools.
+//!
+//! Each subcommand lives in its own module and returns an `ExitCode`-worthy result; usage
+//! errors print one line on stderr and exit 2.
+
+use std::process::ExitCode;
+
+mod esp;
+
+const USAGE: &str = "usage: dialgate <esp> ...";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
+    let result = match args.first().map(String::as_str) {
+        Some("esp") => esp::main(rest),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dialgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
