@@ -4,3 +4,7 @@
 //! implementation (DPDK ethdev or an in-memory loopback) and leave the same way.
 
 pub mod port;
+pub mod buf;
+pub mod esp;
+pub mod wire;
+pub mod sa;
