@@ -3,8 +3,9 @@
 //! Nothing in this crate performs I/O on its own; packets arrive through a `PacketIo`
 //! implementation (DPDK ethdev or an in-memory loopback) and leave the same way.
 
-pub mod port;
 pub mod buf;
 pub mod esp;
-pub mod wire;
+pub mod pcap;
+pub mod port;
 pub mod sa;
+pub mod wire;

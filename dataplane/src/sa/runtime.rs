@@ -70,7 +70,11 @@ pub struct SaCounters {
 
 impl Default for SaCounters {
     fn default() -> Self {
-        Self { packets: AtomicU64::new(0), bytes: AtomicU64::new(0), errors: core::array::from_fn(|_| AtomicU64::new(0)) }
+        Self {
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 }
 
@@ -162,12 +166,25 @@ const SEQ_SOFT_MARGIN: u64 = 1 << 20;
 
 impl OutboundSa {
     /// A new outbound SA whose first packet carries sequence number 1.
-    pub fn new(spi: u32, transform: Transform, tunnel: Tunnel, esn: bool, lifetime: Lifetime) -> Self {
+    pub fn new(
+        spi: u32,
+        transform: Transform,
+        tunnel: Tunnel,
+        esn: bool,
+        lifetime: Lifetime,
+    ) -> Self {
         Self::with_seq(spi, transform, tunnel, esn, lifetime, 0)
     }
 
     /// Like `new`, continuing after sequence number `last` (tests, and the pcap tool's `--seq`).
-    pub fn with_seq(spi: u32, transform: Transform, tunnel: Tunnel, esn: bool, lifetime: Lifetime, last: u64) -> Self {
+    pub fn with_seq(
+        spi: u32,
+        transform: Transform,
+        tunnel: Tunnel,
+        esn: bool,
+        lifetime: Lifetime,
+        last: u64,
+    ) -> Self {
         Self {
             spi,
             transform,
@@ -197,15 +214,26 @@ impl OutboundSa {
         if self.dead.load(Relaxed) {
             return Err((DropReason::HardLifetime, None));
         }
-        let max = if self.esn { u64::MAX } else { u64::from(u32::MAX) };
+        let max = if self.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        };
         let seq = self.seq.fetch_add(1, Relaxed).wrapping_add(1);
         if seq > max || seq == 0 {
             // Park the counter at the end so it cannot wrap under continued traffic.
             self.seq.store(max, Relaxed);
             self.dead.store(true, Relaxed);
-            return Err((DropReason::SeqExhausted, self.events.fire(SaEvent::SeqExhausted)));
+            return Err((
+                DropReason::SeqExhausted,
+                self.events.fire(SaEvent::SeqExhausted),
+            ));
         }
-        let ev = if max - seq < SEQ_SOFT_MARGIN { self.events.fire(SaEvent::SoftLifetime) } else { None };
+        let ev = if max - seq < SEQ_SOFT_MARGIN {
+            self.events.fire(SaEvent::SoftLifetime)
+        } else {
+            None
+        };
         Ok((seq, ev))
     }
 
@@ -266,7 +294,11 @@ mod tests {
 
     fn sa(esn: bool, last: u64) -> OutboundSa {
         let t = Transform::new(Algorithm::Aes128Gcm, Backend::AwsLc, &[7; 20], &[]).unwrap();
-        let tunnel = Tunnel { local: "192.0.2.1".parse().unwrap(), remote: "192.0.2.2".parse().unwrap(), encap: None };
+        let tunnel = Tunnel {
+            local: "192.0.2.1".parse().unwrap(),
+            remote: "192.0.2.2".parse().unwrap(),
+            encap: None,
+        };
         OutboundSa::with_seq(1, t, tunnel, esn, Lifetime::default(), last)
     }
 
@@ -276,7 +308,11 @@ mod tests {
         assert_eq!(core::mem::size_of::<OutboundSa>() % 64, 0);
         assert_eq!(core::mem::size_of::<InboundSa>() % 64, 0);
         // Guard against the hot structs growing by accident.
-        assert!(core::mem::size_of::<OutboundSa>() <= 384, "{}", core::mem::size_of::<OutboundSa>());
+        assert!(
+            core::mem::size_of::<OutboundSa>() <= 384,
+            "{}",
+            core::mem::size_of::<OutboundSa>()
+        );
     }
 
     #[test]
@@ -284,8 +320,15 @@ mod tests {
         let s = sa(false, u64::from(u32::MAX) - 2);
         assert_eq!(s.next_seq().unwrap().0, u64::from(u32::MAX) - 1);
         assert_eq!(s.next_seq().unwrap().0, u64::from(u32::MAX));
-        assert_eq!(s.next_seq().unwrap_err(), (DropReason::SeqExhausted, Some(SaEvent::SeqExhausted)));
-        assert_eq!(s.next_seq().unwrap_err(), (DropReason::HardLifetime, None), "reported once, then dead");
+        assert_eq!(
+            s.next_seq().unwrap_err(),
+            (DropReason::SeqExhausted, Some(SaEvent::SeqExhausted))
+        );
+        assert_eq!(
+            s.next_seq().unwrap_err(),
+            (DropReason::HardLifetime, None),
+            "reported once, then dead"
+        );
         assert!(s.is_dead());
     }
 
@@ -294,14 +337,25 @@ mod tests {
         let s = sa(true, u64::from(u32::MAX));
         assert_eq!(s.next_seq().unwrap(), (1 << 32, None));
         let s = sa(true, u64::MAX - 10);
-        assert_eq!(s.next_seq().unwrap(), (u64::MAX - 9, Some(SaEvent::SoftLifetime)));
-        assert_eq!(s.next_seq().unwrap(), (u64::MAX - 8, None), "soft event fires once");
+        assert_eq!(
+            s.next_seq().unwrap(),
+            (u64::MAX - 9, Some(SaEvent::SoftLifetime))
+        );
+        assert_eq!(
+            s.next_seq().unwrap(),
+            (u64::MAX - 8, None),
+            "soft event fires once"
+        );
     }
 
     #[test]
     fn lifetimes_fire_once_each() {
         let latch = EventLatch::default();
-        let lt = Lifetime { soft_packets: 2, hard_packets: 4, ..Default::default() };
+        let lt = Lifetime {
+            soft_packets: 2,
+            hard_packets: 4,
+            ..Default::default()
+        };
         assert_eq!(latch.after(&lt, 1, 100), None);
         assert_eq!(latch.after(&lt, 2, 200), Some(SaEvent::SoftLifetime));
         assert_eq!(latch.after(&lt, 3, 300), None);

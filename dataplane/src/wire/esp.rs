@@ -79,7 +79,10 @@ impl Repr {
         if p.spi() == 0 {
             return Err(Error);
         }
-        Ok(Repr { spi: p.spi(), seq: p.seq() })
+        Ok(Repr {
+            spi: p.spi(),
+            seq: p.seq(),
+        })
     }
 
     /// Header length.
@@ -101,7 +104,10 @@ mod tests {
     static PACKET: [u8; 10] = [0xc0, 0x01, 0x02, 0x03, 0x00, 0x00, 0x00, 0x05, 0xaa, 0xbb];
 
     fn repr() -> Repr {
-        Repr { spi: 0xc001_0203, seq: 5 }
+        Repr {
+            spi: 0xc001_0203,
+            seq: 5,
+        }
     }
 
     #[test]
@@ -130,9 +136,15 @@ mod tests {
 
     #[test]
     fn parse() {
-        assert_eq!(Repr::parse(&Packet::new_unchecked(&PACKET[..])).unwrap(), repr());
+        assert_eq!(
+            Repr::parse(&Packet::new_unchecked(&PACKET[..])).unwrap(),
+            repr()
+        );
         let zero = [0u8; 8];
-        assert!(Repr::parse(&Packet::new_unchecked(&zero[..])).is_err(), "SPI 0 is reserved");
+        assert!(
+            Repr::parse(&Packet::new_unchecked(&zero[..])).is_err(),
+            "SPI 0 is reserved"
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ impl Address {
 impl core::fmt::Display for Address {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -131,7 +135,11 @@ impl Repr {
     /// Reads the header fields.
     pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<Repr> {
         frame.check_len()?;
-        Ok(Repr { src_addr: frame.src_addr(), dst_addr: frame.dst_addr(), ethertype: frame.ethertype() })
+        Ok(Repr {
+            src_addr: frame.src_addr(),
+            dst_addr: frame.dst_addr(),
+            ethertype: frame.ethertype(),
+        })
     }
 
     /// Header length.
@@ -194,7 +202,10 @@ mod tests {
 
     #[test]
     fn parse() {
-        assert_eq!(Repr::parse(&Frame::new_unchecked(&FRAME[..])).unwrap(), repr());
+        assert_eq!(
+            Repr::parse(&Frame::new_unchecked(&FRAME[..])).unwrap(),
+            repr()
+        );
     }
 
     #[test]

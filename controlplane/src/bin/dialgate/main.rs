@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 mod esp;
 
-const USAGE: &str = "usage: dialgate <esp> ...";
+const USAGE: &str = "usage: dialgate esp seal|open ...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
