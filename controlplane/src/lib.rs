@@ -1,1 +1,3 @@
 //! dialgate control plane: configuration, users and tokens, IKE driver and `diagnose`.
+pub mod auth;
+pub mod config;
