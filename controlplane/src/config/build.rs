@@ -83,7 +83,9 @@ pub(crate) fn suggest<'a>(got: &str, known: impl IntoIterator<Item = &'a str>) -
         .collect();
     scored.sort();
     scored.dedup_by(|a, b| a.1 == b.1);
-    let names: Vec<String> = scored.iter().take(3).map(|(_, k)| format!("`{k}`")).collect();
+    // Only the nearest (ties kept): a farther name is noise next to a near one.
+    let best = scored.first().map_or(0, |s| s.0);
+    let names: Vec<String> = scored.iter().filter(|s| s.0 == best).take(3).map(|(_, k)| format!("`{k}`")).collect();
     if names.is_empty() {
         String::new()
     } else {

@@ -129,11 +129,17 @@ pub fn parse_str(text: &str, file_name: &str) -> Result<Config, Vec<ConfigError>
     }
 }
 
-/// Reads a complete configuration and checks it whole. All errors found are returned, in order.
+/// Reads a complete configuration and checks it whole. All errors found are returned, in order;
+/// the whole-configuration checks run once the text reads without error.
 pub fn load_str(text: &str, file_name: &str) -> Result<Config, Vec<ConfigError>> {
     let (cfg, src, errs) = read(text);
     let mut all: Vec<(Option<Pos>, String)> = errs.into_iter().map(|(p, m)| (Some(p), m)).collect();
-    all.extend(validate::validate(&cfg, Some(&src)));
+    // Whole-configuration checks only on a configuration that read cleanly: on a broken one
+    // they would report the consequences of the errors above (a refused `set ike-version 3`
+    // leaves version 1, which is then "not supported").
+    if all.is_empty() {
+        all.extend(validate::validate(&cfg, Some(&src)));
+    }
     if all.is_empty() {
         Ok(cfg)
     } else {

@@ -5,15 +5,17 @@
 
 use std::process::ExitCode;
 
+mod config;
 mod esp;
 
-const USAGE: &str = "usage: dialgate esp seal|open ...";
+const USAGE: &str = "usage: dialgate esp seal|open ... | dialgate config check|show FILE ...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]);
     let result = match args.first().map(String::as_str) {
         Some("esp") => esp::main(rest),
+        Some("config") => config::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
