@@ -28,11 +28,7 @@ fn main() {
     }
     // Probe without emitting link lines yet: the static shim must come before the shared DPDK
     // libraries on the link line (Debian's libdpdk.pc links with --as-needed).
-    if let Err(e) = pkg_config::Config::new()
-        .atleast_version("22.11")
-        .cargo_metadata(false)
-        .probe("libdpdk")
-    {
+    if let Err(e) = pkg_config::Config::new().atleast_version("22.11").cargo_metadata(false).probe("libdpdk") {
         println!("cargo:warning=libdpdk not found by pkg-config ({e}); building without DPDK");
         return;
     }
@@ -48,10 +44,7 @@ fn main() {
 
     // 2. DPDK's own libraries, as pkg-config lists them, then rte_net_ring for
     //    rte_eth_from_rings (only if this DPDK ships that driver).
-    pkg_config::Config::new()
-        .atleast_version("22.11")
-        .probe("libdpdk")
-        .expect("libdpdk probed a moment ago");
+    pkg_config::Config::new().atleast_version("22.11").probe("libdpdk").expect("libdpdk probed a moment ago");
     let static_libs = pkg_config_output(&["--static", "--libs", "libdpdk"]);
     if static_libs.iter().any(|l| l.contains("rte_net_ring")) {
         println!("cargo:rustc-link-lib=dylib=rte_net_ring");
@@ -109,9 +102,7 @@ fn main() {
         .allowlist_function("dg_.*")
         .allowlist_type("rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_link|rte_ether_addr")
         .allowlist_type("rte_eth_rxconf|rte_eth_txconf|rte_lcore_state_t")
-        .allowlist_var(
-            "RTE_ETH_RSS_.*|RTE_ETH_MQ_.*|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM",
-        )
+        .allowlist_var("RTE_ETH_RSS_.*|RTE_ETH_MQ_.*|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM")
         .allowlist_var("RING_F_.*|RTE_MAX_LCORE|RTE_MAX_ETHPORTS|SOCKET_ID_ANY|LCORE_ID_ANY")
         // Hot-path structs are only ever handled through pointers and the shim's accessors.
         .opaque_type("rte_mbuf|rte_mempool|rte_ring|rte_memzone")
@@ -126,22 +117,14 @@ fn main() {
     }
     let bindings = builder.generate().expect("bindgen over shim/shim.h");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .expect("write bindings.rs");
+    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs");
     println!("cargo:rustc-cfg=dpdk");
 }
 
 /// Runs pkg-config (honouring `$PKG_CONFIG`) and splits its output into arguments.
 fn pkg_config_output(args: &[&str]) -> Vec<String> {
     let exe = env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into());
-    let out = Command::new(exe)
-        .args(args)
-        .output()
-        .expect("run pkg-config");
+    let out = Command::new(exe).args(args).output().expect("run pkg-config");
     assert!(out.status.success(), "pkg-config {args:?} failed");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
 }

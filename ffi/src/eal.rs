@@ -41,9 +41,7 @@ pub struct Eal {
 
 impl std::fmt::Debug for Eal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Eal")
-            .field("main_lcore", &self.inner.main_lcore)
-            .finish()
+        f.debug_struct("Eal").field("main_lcore", &self.inner.main_lcore).finish()
     }
 }
 
@@ -63,15 +61,9 @@ impl Eal {
         }
         // DPDK keeps pointers into argv (and permutes the array), so both live for the process.
         let strings: &'static [CString] = Box::leak(owned.into_boxed_slice());
-        let argv: &'static mut [*mut c_char] = Box::leak(
-            strings
-                .iter()
-                .map(|s| s.as_ptr().cast_mut())
-                .collect::<Vec<_>>()
-                .into_boxed_slice(),
-        );
-        let argc = c_int::try_from(argv.len())
-            .map_err(|_| Error::InvalidParameter("too many EAL arguments".into()))?;
+        let argv: &'static mut [*mut c_char] =
+            Box::leak(strings.iter().map(|s| s.as_ptr().cast_mut()).collect::<Vec<_>>().into_boxed_slice());
+        let argc = c_int::try_from(argv.len()).map_err(|_| Error::InvalidParameter("too many EAL arguments".into()))?;
         // SAFETY: argv holds argc valid NUL-terminated strings that are never freed; the
         // INITIALISED flag guarantees this is the only rte_eal_init call in the process.
         let rc = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
@@ -80,9 +72,7 @@ impl Eal {
         }
         // SAFETY: the EAL is initialised; this reads its configuration.
         let main_lcore = unsafe { sys::rte_get_main_lcore() };
-        Ok(Eal {
-            inner: Arc::new(EalInner { main_lcore }),
-        })
+        Ok(Eal { inner: Arc::new(EalInner { main_lcore }) })
     }
 
     /// The main lcore (the thread that called `init`).
@@ -137,10 +127,7 @@ impl Eal {
             drop(unsafe { Box::from_raw(arg.cast::<Box<dyn FnOnce() -> i32 + Send>>()) });
             return Err(Error::dpdk("rte_eal_remote_launch", rc));
         }
-        Ok(Launched {
-            lcore,
-            _eal: self.clone(),
-        })
+        Ok(Launched { lcore, _eal: self.clone() })
     }
 }
 

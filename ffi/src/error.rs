@@ -57,11 +57,7 @@ impl Error {
         // SAFETY: rte_strerror returns a pointer to a static (or per-lcore) NUL-terminated string
         // for any errno value; we copy it out immediately.
         let msg = unsafe { CStr::from_ptr(crate::sys::rte_strerror(errno)) };
-        Error::Dpdk {
-            call,
-            errno,
-            msg: msg.to_string_lossy().into_owned(),
-        }
+        Error::Dpdk { call, errno, msg: msg.to_string_lossy().into_owned() }
     }
 
     /// Builds an [`Error::Dpdk`] for `call` from the calling thread's `rte_errno`.

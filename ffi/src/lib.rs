@@ -17,13 +17,7 @@ pub use error::{Error, Result};
 pub const AVAILABLE: bool = cfg!(dpdk);
 
 #[cfg(dpdk)]
-#[allow(
-    missing_docs,
-    non_camel_case_types,
-    non_upper_case_globals,
-    non_snake_case,
-    unreachable_pub
-)]
+#[allow(missing_docs, non_camel_case_types, non_upper_case_globals, non_snake_case, unreachable_pub)]
 #[allow(dead_code, clippy::all, clippy::undocumented_unsafe_blocks)]
 pub mod sys {
     //! Raw bindgen output (allowlisted `rte_*` functions and types) and the `dg_*` shim.

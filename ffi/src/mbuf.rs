@@ -23,10 +23,7 @@ unsafe impl Sync for Mbuf {}
 
 impl std::fmt::Debug for Mbuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mbuf")
-            .field("len", &self.data_len())
-            .field("headroom", &self.headroom())
-            .finish()
+        f.debug_struct("Mbuf").field("len", &self.data_len()).field("headroom", &self.headroom()).finish()
     }
 }
 
@@ -94,24 +91,14 @@ impl Mbuf {
     pub fn data(&self) -> &[u8] {
         // SAFETY: mtod points at data_len initialised bytes inside the mbuf we own; the borrow of
         // self keeps the mbuf alive and unmodified for the slice's lifetime.
-        unsafe {
-            std::slice::from_raw_parts(
-                sys::dg_pktmbuf_mtod(self.as_ptr()).cast::<u8>(),
-                self.data_len(),
-            )
-        }
+        unsafe { std::slice::from_raw_parts(sys::dg_pktmbuf_mtod(self.as_ptr()).cast::<u8>(), self.data_len()) }
     }
 
     /// The first segment's bytes, writable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `data`, and the unique borrow of self makes the slice exclusive.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                sys::dg_pktmbuf_mtod(self.as_ptr()).cast::<u8>(),
-                self.data_len(),
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(sys::dg_pktmbuf_mtod(self.as_ptr()).cast::<u8>(), self.data_len()) }
     }
 
     /// Grows the packet by `n` bytes at the back; returns the new bytes, `None` if no room.
@@ -122,8 +109,7 @@ impl Mbuf {
         // when it is too small; otherwise the n bytes it returns lie inside our buffer.
         let p = unsafe { sys::dg_pktmbuf_append(self.as_ptr(), n16) };
         // SAFETY: p points at n writable bytes of the mbuf, exclusively borrowed through self.
-        NonNull::new(p.cast::<u8>())
-            .map(|p| unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), n) })
+        NonNull::new(p.cast::<u8>()).map(|p| unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), n) })
     }
 
     /// Grows the packet by `n` bytes at the front; returns the new bytes, `None` if no room.
@@ -133,8 +119,7 @@ impl Mbuf {
         // SAFETY: rte_pktmbuf_prepend checks the headroom and returns NULL when too small.
         let p = unsafe { sys::dg_pktmbuf_prepend(self.as_ptr(), n16) };
         // SAFETY: p points at n writable bytes at the new start of our mbuf.
-        NonNull::new(p.cast::<u8>())
-            .map(|p| unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), n) })
+        NonNull::new(p.cast::<u8>()).map(|p| unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), n) })
     }
 
     /// Removes `n` bytes from the front; `false` (nothing changed) if the segment is shorter.

@@ -38,12 +38,7 @@ impl PoolConfig {
 
     /// `mbufs` buffers of the default size with a 256-entry per-lcore cache.
     pub fn new(mbufs: u32) -> Self {
-        Self {
-            mbufs,
-            cache: 256.min(mbufs * 2 / 3),
-            data_room: Self::DEFAULT_DATA_ROOM,
-            socket: None,
-        }
+        Self { mbufs, cache: 256.min(mbufs * 2 / 3), data_room: Self::DEFAULT_DATA_ROOM, socket: None }
     }
 }
 
@@ -81,10 +76,7 @@ pub struct Mempool {
 
 impl std::fmt::Debug for Mempool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mempool")
-            .field("avail", &self.avail())
-            .field("in_use", &self.in_use())
-            .finish()
+        f.debug_struct("Mempool").field("avail", &self.avail()).field("in_use", &self.in_use()).finish()
     }
 }
 
@@ -92,39 +84,20 @@ impl Mempool {
     /// Creates a pktmbuf pool named `name` (unique per process, ≤ 25 bytes).
     pub fn new(eal: &Eal, name: &str, cfg: PoolConfig) -> Result<Mempool> {
         let cname = c_name(name, MAX_NAME_LEN)?;
-        if cfg.mbufs == 0
-            || cfg.cache > 512
-            || (cfg.cache > 0 && u64::from(cfg.cache) * 3 > u64::from(cfg.mbufs) * 2)
-        {
+        if cfg.mbufs == 0 || cfg.cache > 512 || (cfg.cache > 0 && u64::from(cfg.cache) * 3 > u64::from(cfg.mbufs) * 2) {
             return Err(Error::InvalidParameter(format!(
                 "pool {name}: need mbufs > 0 and cache ≤ min(512, mbufs/1.5), got {cfg:?}"
             )));
         }
         if usize::from(cfg.data_room) <= sys::RTE_PKTMBUF_HEADROOM as usize {
-            return Err(Error::InvalidParameter(format!(
-                "pool {name}: data room must exceed the headroom"
-            )));
+            return Err(Error::InvalidParameter(format!("pool {name}: data room must exceed the headroom")));
         }
         let socket = cfg.socket.map_or(sys::SOCKET_ID_ANY, |s| s as i32);
         // SAFETY: the EAL is initialised (we hold `eal`); cname is a valid C string.
-        let mp = unsafe {
-            sys::rte_pktmbuf_pool_create(
-                cname.as_ptr(),
-                cfg.mbufs,
-                cfg.cache,
-                0,
-                cfg.data_room,
-                socket,
-            )
-        };
         let mp =
-            NonNull::new(mp).ok_or_else(|| Error::from_rte_errno("rte_pktmbuf_pool_create"))?;
-        Ok(Mempool {
-            inner: Arc::new(PoolInner {
-                mp,
-                eal: eal.clone(),
-            }),
-        })
+            unsafe { sys::rte_pktmbuf_pool_create(cname.as_ptr(), cfg.mbufs, cfg.cache, 0, cfg.data_room, socket) };
+        let mp = NonNull::new(mp).ok_or_else(|| Error::from_rte_errno("rte_pktmbuf_pool_create"))?;
+        Ok(Mempool { inner: Arc::new(PoolInner { mp, eal: eal.clone() }) })
     }
 
     /// The raw pool pointer, for ethdev queue setup.
@@ -150,8 +123,7 @@ impl Mempool {
         }
         let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); N];
         // SAFETY: raw has room for `want` ≤ N pointers; on success DPDK fills all of them.
-        let rc =
-            unsafe { sys::dg_pktmbuf_alloc_bulk(self.as_ptr(), raw.as_mut_ptr(), want as u32) };
+        let rc = unsafe { sys::dg_pktmbuf_alloc_bulk(self.as_ptr(), raw.as_mut_ptr(), want as u32) };
         if rc != 0 {
             return false;
         }

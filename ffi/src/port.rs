@@ -36,13 +36,7 @@ pub struct PortConfig {
 
 impl Default for PortConfig {
     fn default() -> Self {
-        Self {
-            rx_queues: 1,
-            tx_queues: 1,
-            rx_desc: 1024,
-            tx_desc: 1024,
-            promiscuous: true,
-        }
+        Self { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, promiscuous: true }
     }
 }
 
@@ -109,10 +103,7 @@ pub struct Port {
 
 impl std::fmt::Debug for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Port")
-            .field("id", &self.inner.id)
-            .field("rss", &self.inner.rss)
-            .finish()
+        f.debug_struct("Port").field("id", &self.inner.id).field("rss", &self.inner.rss).finish()
     }
 }
 
@@ -141,9 +132,7 @@ impl Port {
     /// of those hash types (see [`Port::rss_enabled`]); otherwise all traffic lands on queue 0.
     pub fn configure(eal: &Eal, id: u16, cfg: &PortConfig, pool: &Mempool) -> Result<Port> {
         if cfg.rx_queues == 0 || cfg.tx_queues == 0 {
-            return Err(Error::InvalidParameter(format!(
-                "port {id}: need at least one rx and one tx queue"
-            )));
+            return Err(Error::InvalidParameter(format!("port {id}: need at least one rx and one tx queue")));
         }
         // SAFETY: plain id check.
         if unsafe { sys::rte_eth_dev_is_valid_port(id) } == 0 {
@@ -187,9 +176,7 @@ impl Port {
         for q in 0..cfg.rx_queues {
             // SAFETY: the port is configured with rx_queues queues; NULL rxconf means the
             // driver's defaults; the pool outlives the port (PortInner keeps a handle).
-            let rc = unsafe {
-                sys::rte_eth_rx_queue_setup(id, q, nrx, socket, std::ptr::null(), pool.as_ptr())
-            };
+            let rc = unsafe { sys::rte_eth_rx_queue_setup(id, q, nrx, socket, std::ptr::null(), pool.as_ptr()) };
             if rc != 0 {
                 return Err(Error::dpdk("rte_eth_rx_queue_setup", rc));
             }
@@ -328,31 +315,19 @@ impl Port {
         if rc != 0 {
             return Err(Error::dpdk("rte_eth_link_get_nowait", rc));
         }
-        Ok(LinkStatus {
-            up: l.link_status() != 0,
-            speed_mbps: l.link_speed,
-            full_duplex: l.link_duplex() != 0,
-        })
+        Ok(LinkStatus { up: l.link_status() != 0, speed_mbps: l.link_speed, full_duplex: l.link_duplex() != 0 })
     }
 
     /// Takes the handle for rx queue `queue` (once per queue).
     pub fn take_rx(&self, queue: u16) -> Result<RxQueue> {
         take(&self.inner.rx_taken, self.inner.id, "rx", queue)?;
-        Ok(RxQueue {
-            port: self.inner.clone(),
-            queue,
-            _not_sync: std::marker::PhantomData,
-        })
+        Ok(RxQueue { port: self.inner.clone(), queue, _not_sync: std::marker::PhantomData })
     }
 
     /// Takes the handle for tx queue `queue` (once per queue).
     pub fn take_tx(&self, queue: u16) -> Result<TxQueue> {
         take(&self.inner.tx_taken, self.inner.id, "tx", queue)?;
-        Ok(TxQueue {
-            port: self.inner.clone(),
-            queue,
-            _not_sync: std::marker::PhantomData,
-        })
+        Ok(TxQueue { port: self.inner.clone(), queue, _not_sync: std::marker::PhantomData })
     }
 }
 
@@ -360,9 +335,9 @@ impl Port {
 const ENOTSUP: i32 = 95;
 
 fn take(flags: &[AtomicBool], port: u16, dir: &'static str, queue: u16) -> Result<()> {
-    let flag = flags.get(usize::from(queue)).ok_or_else(|| {
-        Error::InvalidParameter(format!("port {port} has no {dir} queue {queue}"))
-    })?;
+    let flag = flags
+        .get(usize::from(queue))
+        .ok_or_else(|| Error::InvalidParameter(format!("port {port} has no {dir} queue {queue}")))?;
     if flag.swap(true, Ordering::AcqRel) {
         return Err(Error::QueueTaken { port, dir, queue });
     }
@@ -405,9 +380,7 @@ impl RxQueue {
         let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); N];
         // SAFETY: this handle is the only poller of (port, queue) (taken once, !Sync); raw has
         // room for `want` ≤ N pointers.
-        let n = usize::from(unsafe {
-            sys::dg_eth_rx_burst(self.port.id, self.queue, raw.as_mut_ptr(), want)
-        });
+        let n = usize::from(unsafe { sys::dg_eth_rx_burst(self.port.id, self.queue, raw.as_mut_ptr(), want) });
         for &m in &raw[..n] {
             if let Some(m) = std::ptr::NonNull::new(m) {
                 // SAFETY: received mbufs are handed to the caller; capacity was checked above.
@@ -462,9 +435,7 @@ impl TxQueue {
         }
         // SAFETY: this handle is the only user of (port, queue); raw holds `len` owned mbufs.
         // The driver takes ownership of the first `n` only.
-        let n = usize::from(unsafe {
-            sys::dg_eth_tx_burst(self.port.id, self.queue, raw.as_mut_ptr(), len as u16)
-        });
+        let n = usize::from(unsafe { sys::dg_eth_tx_burst(self.port.id, self.queue, raw.as_mut_ptr(), len as u16) });
         for m in pkts.drain(..n) {
             // Ownership passed to the driver: do not free.
             let _ = m.into_raw();
@@ -491,8 +462,7 @@ pub fn ring_pair(_eal: &Eal, name: &str, queues: u16, ring_size: u32) -> Result<
         for (dir, list) in [("ab", &mut a_to_b), ("ba", &mut b_to_a)] {
             let rname = c_name(&format!("{name}_{dir}{q}"), crate::ring::MAX_NAME_LEN)?;
             // SAFETY: EAL initialised; valid name; flags 0 = multi-producer/multi-consumer.
-            let r =
-                unsafe { sys::rte_ring_create(rname.as_ptr(), ring_size, sys::SOCKET_ID_ANY, 0) };
+            let r = unsafe { sys::rte_ring_create(rname.as_ptr(), ring_size, sys::SOCKET_ID_ANY, 0) };
             if r.is_null() {
                 return Err(Error::from_rte_errno("rte_ring_create"));
             }
@@ -500,21 +470,11 @@ pub fn ring_pair(_eal: &Eal, name: &str, queues: u16, ring_size: u32) -> Result<
         }
     }
     let mut ids = [0u16; 2];
-    for (i, (rx, tx)) in [(&b_to_a, &a_to_b), (&a_to_b, &b_to_a)]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (rx, tx)) in [(&b_to_a, &a_to_b), (&a_to_b, &b_to_a)].into_iter().enumerate() {
         let pname = c_name(&format!("{name}_{i}"), crate::ring::MAX_NAME_LEN)?;
         // SAFETY: rx/tx hold `queues` valid ring pointers that are never freed.
         let rc = unsafe {
-            sys::rte_eth_from_rings(
-                pname.as_ptr(),
-                rx.as_ptr(),
-                u32::from(queues),
-                tx.as_ptr(),
-                u32::from(queues),
-                0,
-            )
+            sys::rte_eth_from_rings(pname.as_ptr(), rx.as_ptr(), u32::from(queues), tx.as_ptr(), u32::from(queues), 0)
         };
         if rc < 0 {
             return Err(Error::from_rte_errno("rte_eth_from_rings"));

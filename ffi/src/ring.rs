@@ -86,8 +86,7 @@ impl<T: RingItem> Drop for RingInner<T> {
         let mut buf = [std::ptr::null_mut::<c_void>(); 32];
         loop {
             // SAFETY: last handle: nobody else uses the ring; buf has room for 32 pointers.
-            let n = unsafe { sys::dg_ring_mc_dequeue_burst(self.r.as_ptr(), buf.as_mut_ptr(), 32) }
-                as usize;
+            let n = unsafe { sys::dg_ring_mc_dequeue_burst(self.r.as_ptr(), buf.as_mut_ptr(), 32) } as usize;
             if n == 0 {
                 break;
             }
@@ -173,18 +172,13 @@ pub struct Ring<T: RingItem> {
 
 impl<T: RingItem> Clone for Ring<T> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 
 impl<T: RingItem> std::fmt::Debug for Ring<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ring")
-            .field("count", &self.count())
-            .field("free", &self.free_count())
-            .finish()
+        f.debug_struct("Ring").field("count", &self.count()).field("free", &self.free_count()).finish()
     }
 }
 
@@ -194,25 +188,16 @@ impl<T: RingItem> Ring<T> {
     pub fn new(_eal: &Eal, name: &str, capacity: u32, mode: RingMode) -> Result<Ring<T>> {
         let cname = c_name(name, MAX_NAME_LEN)?;
         if capacity == 0 || capacity >= (1 << 31) {
-            return Err(Error::InvalidParameter(format!(
-                "ring {name}: capacity {capacity}"
-            )));
+            return Err(Error::InvalidParameter(format!("ring {name}: capacity {capacity}")));
         }
         let mut flags = sys::RING_F_EXACT_SZ;
         if mode == RingMode::SpSc {
             flags |= sys::RING_F_SP_ENQ | sys::RING_F_SC_DEQ;
         }
         // SAFETY: EAL initialised (we hold `_eal`); valid name.
-        let r =
-            unsafe { sys::rte_ring_create(cname.as_ptr(), capacity, sys::SOCKET_ID_ANY, flags) };
+        let r = unsafe { sys::rte_ring_create(cname.as_ptr(), capacity, sys::SOCKET_ID_ANY, flags) };
         let r = NonNull::new(r).ok_or_else(|| Error::from_rte_errno("rte_ring_create"))?;
-        Ok(Ring {
-            inner: Arc::new(RingInner {
-                r,
-                _eal: _eal.clone(),
-                _items: PhantomData,
-            }),
-        })
+        Ok(Ring { inner: Arc::new(RingInner { r, _eal: _eal.clone(), _items: PhantomData }) })
     }
 
     /// Enqueues from the front of `items` (multi-producer safe); what did not fit stays in
@@ -245,17 +230,8 @@ impl<T: RingItem> Ring<T> {
         if Arc::strong_count(&self.inner) != 1 {
             return Err(self);
         }
-        let p = Producer {
-            inner: self.inner.clone(),
-            _not_sync: PhantomData,
-        };
-        Ok((
-            p,
-            Consumer {
-                inner: self.inner,
-                _not_sync: PhantomData,
-            },
-        ))
+        let p = Producer { inner: self.inner.clone(), _not_sync: PhantomData };
+        Ok((p, Consumer { inner: self.inner, _not_sync: PhantomData }))
     }
 }
 
@@ -301,17 +277,13 @@ impl<T: RingItem> Consumer<T> {
 
 impl<T: RingItem> std::fmt::Debug for Producer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer")
-            .field("free", &self.free_count())
-            .finish()
+        f.debug_struct("Producer").field("free", &self.free_count()).finish()
     }
 }
 
 impl<T: RingItem> std::fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("count", &self.count())
-            .finish()
+        f.debug_struct("Consumer").field("count", &self.count()).finish()
     }
 }
 

@@ -29,9 +29,7 @@ mod imp {
     use std::time::{Duration, Instant};
 
     use arrayvec::ArrayVec;
-    use dialgate_ffi::{
-        lcore, port, Eal, Error, Mbuf, Mempool, PoolConfig, Port, PortConfig, Ring, RingMode,
-    };
+    use dialgate_ffi::{lcore, port, Eal, Error, Mbuf, Mempool, PoolConfig, Port, PortConfig, Ring, RingMode};
 
     /// EAL arguments that work on this machine (no hugepages, no NIC, two CPUs).
     pub(super) const EAL_ARGS: &[&str] = &[
@@ -66,10 +64,7 @@ mod imp {
             ("mempool_alloc_and_mbuf_edits", mempool_alloc_and_mbuf_edits),
             ("mempool_exhaustion_and_bulk", mempool_exhaustion_and_bulk),
             ("vdev_loopback_port", vdev_loopback_port),
-            (
-                "ring_pair_ports_carry_a_burst",
-                ring_pair_ports_carry_a_burst,
-            ),
+            ("ring_pair_ports_carry_a_burst", ring_pair_ports_carry_a_burst),
             ("ring_pair_multi_queue", ring_pair_multi_queue),
             ("queue_handles_are_exclusive", queue_handles_are_exclusive),
             ("ring_mpmc_burst_and_full", ring_mpmc_burst_and_full),
@@ -111,29 +106,16 @@ mod imp {
 
     fn second_init_refused(_eal: &Eal) -> Result<(), String> {
         let r = Eal::init(&["--no-huge"]);
-        check!(
-            matches!(r, Err(Error::EalAlreadyInitialised)),
-            "second init gave {r:?}"
-        );
+        check!(matches!(r, Err(Error::EalAlreadyInitialised)), "second init gave {r:?}");
         Ok(())
     }
 
     fn lcores(eal: &Eal) -> Result<(), String> {
         check!(eal.lcore_count() == 2, "lcore_count {}", eal.lcore_count());
         check!(eal.main_lcore() == 0, "main lcore {}", eal.main_lcore());
-        check!(
-            eal.worker_lcores() == vec![1],
-            "workers {:?}",
-            eal.worker_lcores()
-        );
-        check!(
-            lcore::current() == Some(0),
-            "this thread is lcore {:?}",
-            lcore::current()
-        );
-        let other = std::thread::spawn(lcore::current)
-            .join()
-            .map_err(|_| "thread panicked")?;
+        check!(eal.worker_lcores() == vec![1], "workers {:?}", eal.worker_lcores());
+        check!(lcore::current() == Some(0), "this thread is lcore {:?}", lcore::current());
+        let other = std::thread::spawn(lcore::current).join().map_err(|_| "thread panicked")?;
         check!(other.is_none(), "a plain thread reported lcore {other:?}");
         let hz = lcore::tsc_hz();
         check!(hz > 100_000_000, "tsc_hz {hz}");
@@ -141,10 +123,7 @@ mod imp {
         std::thread::sleep(Duration::from_millis(20));
         let dt = lcore::rdtsc().wrapping_sub(t0);
         // 20 ms sleep: at least 15 ms and (allowing for scheduling) under a second of ticks.
-        check!(
-            dt > hz / 1000 * 15 && dt < hz,
-            "20 ms took {dt} ticks at {hz} Hz"
-        );
+        check!(dt > hz / 1000 * 15 && dt < hz, "20 ms took {dt} ticks at {hz} Hz");
         Ok(())
     }
 
@@ -158,16 +137,9 @@ mod imp {
         // ESP encapsulation: 8 (SPI+seq) + 8 (IV) in front, padding + 2 + 16 (ICV) behind.
         m.prepend(16).ok_or("prepend")?.fill(0xaa);
         m.append(20).ok_or("append trailer")?.fill(0xbb);
-        check!(
-            m.data_len() == 40 && m.pkt_len() == 40 && m.is_contiguous(),
-            "{m:?}"
-        );
+        check!(m.data_len() == 40 && m.pkt_len() == 40 && m.is_contiguous(), "{m:?}");
         check!(m.headroom() == 112, "headroom {}", m.headroom());
-        check!(
-            m.data()[16..20] == [1, 2, 3, 4],
-            "payload moved: {:?}",
-            m.data()
-        );
+        check!(m.data()[16..20] == [1, 2, 3, 4], "payload moved: {:?}", m.data());
         check!(m.prepend(113).is_none(), "prepend beyond headroom accepted");
         check!(m.append(5000).is_none(), "append beyond tailroom accepted");
         check!(m.data_len() == 40, "failed growth changed the length");
@@ -178,60 +150,26 @@ mod imp {
         check!(m.data()[0] == 9, "data_mut did not write");
         check!(pool.in_use() == 1, "in use {}", pool.in_use());
         drop(m);
-        check!(
-            pool.in_use() == 0,
-            "drop did not free: in use {}",
-            pool.in_use()
-        );
+        check!(pool.in_use() == 0, "drop did not free: in use {}", pool.in_use());
         Ok(())
     }
 
     fn mempool_exhaustion_and_bulk(eal: &Eal) -> Result<(), String> {
-        let cfg = PoolConfig {
-            mbufs: 40,
-            cache: 0,
-            data_room: PoolConfig::DEFAULT_DATA_ROOM,
-            socket: None,
-        };
+        let cfg = PoolConfig { mbufs: 40, cache: 0, data_room: PoolConfig::DEFAULT_DATA_ROOM, socket: None };
         let pool = Mempool::new(eal, "t_bulk", cfg).map_err(e2s)?;
         let mut a: ArrayVec<Mbuf, 32> = ArrayVec::new();
-        check!(
-            pool.alloc_bulk(&mut a) && a.len() == 32,
-            "bulk of 32 from 40: {}",
-            a.len()
-        );
+        check!(pool.alloc_bulk(&mut a) && a.len() == 32, "bulk of 32 from 40: {}", a.len());
         let mut b: ArrayVec<Mbuf, 16> = ArrayVec::new();
-        check!(
-            !pool.alloc_bulk(&mut b) && b.is_empty(),
-            "bulk of 16 from 8 must fail atomically"
-        );
+        check!(!pool.alloc_bulk(&mut b) && b.is_empty(), "bulk of 16 from 8 must fail atomically");
         let rest: Vec<Mbuf> = std::iter::from_fn(|| pool.alloc()).collect();
-        check!(
-            rest.len() == 8 && pool.alloc().is_none(),
-            "singles after bulk: {}",
-            rest.len()
-        );
+        check!(rest.len() == 8 && pool.alloc().is_none(), "singles after bulk: {}", rest.len());
         dialgate_ffi::mbuf::free_bulk(&mut a);
-        check!(
-            a.is_empty() && pool.in_use() == 8,
-            "free_bulk: in use {}",
-            pool.in_use()
-        );
+        check!(a.is_empty() && pool.in_use() == 8, "free_bulk: in use {}", pool.in_use());
         drop(rest);
         check!(pool.avail() == 40, "avail {}", pool.avail());
-        let bad = PoolConfig {
-            mbufs: 10,
-            cache: 256,
-            ..PoolConfig::new(10)
-        };
-        check!(
-            Mempool::new(eal, "t_bad", bad).is_err(),
-            "cache larger than pool/1.5 accepted"
-        );
-        check!(
-            Mempool::new(eal, "a_name_that_is_much_too_long", PoolConfig::new(15)).is_err(),
-            "long name"
-        );
+        let bad = PoolConfig { mbufs: 10, cache: 256, ..PoolConfig::new(10) };
+        check!(Mempool::new(eal, "t_bad", bad).is_err(), "cache larger than pool/1.5 accepted");
+        check!(Mempool::new(eal, "a_name_that_is_much_too_long", PoolConfig::new(15)).is_err(), "long name");
         Ok(())
     }
 
@@ -246,12 +184,7 @@ mod imp {
         f
     }
 
-    fn fill(
-        pool: &Mempool,
-        bufs: &mut ArrayVec<Mbuf, 32>,
-        n: usize,
-        tag0: u8,
-    ) -> Result<(), String> {
+    fn fill(pool: &Mempool, bufs: &mut ArrayVec<Mbuf, 32>, n: usize, tag0: u8) -> Result<(), String> {
         for i in 0..n {
             let mut m = pool.alloc().ok_or("pool empty")?;
             let f = frame(tag0.wrapping_add(i as u8), 60 + i);
@@ -261,11 +194,7 @@ mod imp {
         Ok(())
     }
 
-    fn rx_until<const N: usize>(
-        q: &mut dialgate_ffi::RxQueue,
-        out: &mut ArrayVec<Mbuf, N>,
-        n: usize,
-    ) {
+    fn rx_until<const N: usize>(q: &mut dialgate_ffi::RxQueue, out: &mut ArrayVec<Mbuf, N>, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(2);
         while out.len() < n && Instant::now() < deadline {
             q.rx_burst(out);
@@ -285,19 +214,12 @@ mod imp {
         let mut rx = p.take_rx(0).map_err(e2s)?;
         let mut burst = ArrayVec::new();
         fill(&pool, &mut burst, 8, 0x10)?;
-        check!(
-            tx.tx_burst(&mut burst) == 8 && burst.is_empty(),
-            "tx left {}",
-            burst.len()
-        );
+        check!(tx.tx_burst(&mut burst) == 8 && burst.is_empty(), "tx left {}", burst.len());
         let mut got: ArrayVec<Mbuf, 32> = ArrayVec::new();
         rx_until(&mut rx, &mut got, 8);
         check!(got.len() == 8, "looped back {}", got.len());
         for (i, m) in got.iter().enumerate() {
-            check!(
-                m.data() == frame(0x10 + i as u8, 60 + i).as_slice(),
-                "frame {i} differs"
-            );
+            check!(m.data() == frame(0x10 + i as u8, 60 + i).as_slice(), "frame {i} differs");
         }
         Ok(())
     }
@@ -305,24 +227,15 @@ mod imp {
     fn ring_pair_ports_carry_a_burst(eal: &Eal) -> Result<(), String> {
         let before = port::count_avail(eal);
         let (a, b) = port::ring_pair(eal, "rp", 1, 1024).map_err(e2s)?;
-        check!(
-            port::count_avail(eal) == before + 2 && a != b,
-            "ports {a} {b}"
-        );
+        check!(port::count_avail(eal) == before + 2 && a != b, "ports {a} {b}");
         let pool = Mempool::new(eal, "t_pair", PoolConfig::new(1023)).map_err(e2s)?;
         let pa = Port::configure(eal, a, &PortConfig::default(), &pool).map_err(e2s)?;
         let pb = Port::configure(eal, b, &PortConfig::default(), &pool).map_err(e2s)?;
         pa.start().map_err(e2s)?;
         pb.start().map_err(e2s)?;
         // The ring PMD has no hardware address: both report 00:00:00:00:00:00.
-        check!(
-            pa.mac().map_err(e2s)? == [0; 6] && pb.mac().is_ok(),
-            "ring port MAC"
-        );
-        check!(
-            pa.promiscuous(),
-            "promiscuous requested by the default PortConfig"
-        );
+        check!(pa.mac().map_err(e2s)? == [0; 6] && pb.mac().is_ok(), "ring port MAC");
+        check!(pa.promiscuous(), "promiscuous requested by the default PortConfig");
         let (mut txa, mut rxa) = (pa.take_tx(0).map_err(e2s)?, pa.take_rx(0).map_err(e2s)?);
         let mut rxb = pb.take_rx(0).map_err(e2s)?;
         let mut burst = ArrayVec::new();
@@ -333,26 +246,16 @@ mod imp {
         rx_until(&mut rxb, &mut got, 32);
         check!(got.len() == 32, "b received {}", got.len());
         for (i, m) in got.iter().enumerate() {
-            check!(
-                m.data() == frame(0x40 + i as u8, 60 + i).as_slice(),
-                "frame {i} differs on b"
-            );
+            check!(m.data() == frame(0x40 + i as u8, 60 + i).as_slice(), "frame {i} differs on b");
         }
         let mut none: ArrayVec<Mbuf, 8> = ArrayVec::new();
         check!(rxa.rx_burst(&mut none) == 0, "a received its own frames");
-        check!(
-            pool.in_use() == in_use,
-            "mbufs leaked or lost in the pair: {} vs {in_use}",
-            pool.in_use()
-        );
+        check!(pool.in_use() == in_use, "mbufs leaked or lost in the pair: {} vs {in_use}", pool.in_use());
         drop(got);
         check!(pool.in_use() == 0, "in use after drop {}", pool.in_use());
         let sa = pa.stats().map_err(e2s)?;
         let sb = pb.stats().map_err(e2s)?;
-        check!(
-            sa.opackets == 32 && sb.ipackets == 32,
-            "stats a {sa:?} b {sb:?}"
-        );
+        check!(sa.opackets == 32 && sb.ipackets == 32, "stats a {sa:?} b {sb:?}");
         pb.reset_stats().map_err(e2s)?;
         check!(pb.stats().map_err(e2s)?.ipackets == 0, "reset_stats");
         Ok(())
@@ -361,11 +264,7 @@ mod imp {
     fn ring_pair_multi_queue(eal: &Eal) -> Result<(), String> {
         let (a, b) = port::ring_pair(eal, "rq", 2, 256).map_err(e2s)?;
         let pool = Mempool::new(eal, "t_mq", PoolConfig::new(1023)).map_err(e2s)?;
-        let cfg = PortConfig {
-            rx_queues: 2,
-            tx_queues: 2,
-            ..PortConfig::default()
-        };
+        let cfg = PortConfig { rx_queues: 2, tx_queues: 2, ..PortConfig::default() };
         let pa = Port::configure(eal, a, &cfg, &pool).map_err(e2s)?;
         let pb = Port::configure(eal, b, &cfg, &pool).map_err(e2s)?;
         // The ring PMD has no RSS: configure must fall back to plain multi-queue.
@@ -380,10 +279,7 @@ mod imp {
         let mut got: ArrayVec<Mbuf, 32> = ArrayVec::new();
         rx_until(&mut rx1, &mut got, 5);
         check!(got.len() == 5, "queue 1 received {}", got.len());
-        check!(
-            rx0.rx_burst(&mut got) == 0,
-            "queue 0 received queue 1's frames"
-        );
+        check!(rx0.rx_burst(&mut got) == 0, "queue 0 received queue 1's frames");
         Ok(())
     }
 
@@ -393,30 +289,15 @@ mod imp {
         let mut p = Port::configure(eal, a, &PortConfig::default(), &pool).map_err(e2s)?;
         p.start().map_err(e2s)?;
         let q = p.take_rx(0).map_err(e2s)?;
-        check!(
-            matches!(p.take_rx(0), Err(Error::QueueTaken { .. })),
-            "rx queue 0 taken twice"
-        );
+        check!(matches!(p.take_rx(0), Err(Error::QueueTaken { .. })), "rx queue 0 taken twice");
         check!(p.take_rx(1).is_err(), "nonexistent queue 1 handed out");
-        check!(
-            matches!(p.stop(), Err(Error::QueuesInUse(_))),
-            "stop with a live queue handle"
-        );
+        check!(matches!(p.stop(), Err(Error::QueuesInUse(_))), "stop with a live queue handle");
         drop(q);
         p.stop().map_err(e2s)?;
         let _q = p.take_rx(0).map_err(e2s)?;
-        let zero = PortConfig {
-            rx_queues: 0,
-            ..PortConfig::default()
-        };
-        check!(
-            Port::configure(eal, a, &zero, &pool).is_err(),
-            "zero rx queues accepted"
-        );
-        check!(
-            Port::configure(eal, 31, &PortConfig::default(), &pool).is_err(),
-            "absent port accepted"
-        );
+        let zero = PortConfig { rx_queues: 0, ..PortConfig::default() };
+        check!(Port::configure(eal, a, &zero, &pool).is_err(), "zero rx queues accepted");
+        check!(Port::configure(eal, 31, &PortConfig::default(), &pool).is_err(), "absent port accepted");
         Ok(())
     }
 
@@ -424,23 +305,14 @@ mod imp {
         let ring: Ring<Box<u64>> = Ring::new(eal, "t_mpmc", 10, RingMode::MpMc).map_err(e2s)?;
         let mut items: ArrayVec<Box<u64>, 16> = (0..16).map(Box::new).collect();
         let n = ring.enqueue_burst(&mut items);
-        check!(
-            n == 10 && ring.count() == 10 && ring.free_count() == 0,
-            "enqueued {n}"
-        );
+        check!(n == 10 && ring.count() == 10 && ring.free_count() == 0, "enqueued {n}");
         check!(items.len() == 6 && *items[0] == 10, "leftovers {:?}", items);
         let mut out: ArrayVec<Box<u64>, 4> = ArrayVec::new();
         check!(ring.dequeue_burst(&mut out) == 4, "dequeue 4");
         check!(out.iter().map(|b| **b).eq(0..4), "fifo order {out:?}");
-        check!(
-            ring.enqueue_burst(&mut items) == 4 && items.len() == 2,
-            "refill"
-        );
+        check!(ring.enqueue_burst(&mut items) == 4 && items.len() == 2, "refill");
         println!("    (the next 'RING: Cannot reserve memory' line is DPDK refusing a duplicate name, as tested)");
-        check!(
-            Ring::<Box<u8>>::new(eal, "t_mpmc", 8, RingMode::MpMc).is_err(),
-            "duplicate name accepted"
-        );
+        check!(Ring::<Box<u8>>::new(eal, "t_mpmc", 8, RingMode::MpMc).is_err(), "duplicate name accepted");
         Ok(())
     }
 
@@ -454,15 +326,10 @@ mod imp {
     fn ring_drop_frees_contents(eal: &Eal) -> Result<(), String> {
         let count = Arc::new(AtomicU64::new(0));
         let ring: Ring<Box<Dropped>> = Ring::new(eal, "t_dropc", 8, RingMode::MpMc).map_err(e2s)?;
-        let mut items: ArrayVec<Box<Dropped>, 8> =
-            (0..5).map(|_| Box::new(Dropped(count.clone()))).collect();
+        let mut items: ArrayVec<Box<Dropped>, 8> = (0..5).map(|_| Box::new(Dropped(count.clone()))).collect();
         check!(ring.enqueue_burst(&mut items) == 5, "enqueue");
         drop(ring);
-        check!(
-            count.load(Ordering::SeqCst) == 5,
-            "dropping the ring dropped {} of 5",
-            count.load(Ordering::SeqCst)
-        );
+        check!(count.load(Ordering::SeqCst) == 5, "dropping the ring dropped {} of 5", count.load(Ordering::SeqCst));
         Ok(())
     }
 
@@ -502,10 +369,7 @@ mod imp {
         let rc = worker.join().map_err(e2s)?;
         check!(expect == TOTAL, "received {expect} of {TOTAL}");
         check!(rc == 0 || rc == 1, "producer returned {rc}");
-        println!(
-            "    spsc: {TOTAL} items, producer saw a full ring: {}",
-            rc == 1
-        );
+        println!("    spsc: {TOTAL} items, producer saw a full ring: {}", rc == 1);
         Ok(())
     }
 
@@ -520,15 +384,8 @@ mod imp {
             .map_err(e2s)?;
         check!(h.lcore() == 1, "lcore");
         check!(h.join().map_err(e2s)? == 42, "return value");
-        check!(
-            seen.load(Ordering::SeqCst) == 1,
-            "ran on lcore {}",
-            seen.load(Ordering::SeqCst)
-        );
-        check!(
-            eal.launch(0, || 0).is_err(),
-            "launch on the main lcore accepted"
-        );
+        check!(seen.load(Ordering::SeqCst) == 1, "ran on lcore {}", seen.load(Ordering::SeqCst));
+        check!(eal.launch(0, || 0).is_err(), "launch on the main lcore accepted");
         let off_main = {
             let eal = eal.clone();
             std::thread::spawn(move || matches!(eal.launch(1, || 0), Err(Error::NotMainLcore(_))))
@@ -547,10 +404,7 @@ mod imp {
         std::panic::set_hook(prev);
         check!(rc == -1, "panicking lcore returned {rc}");
         // The lcore is usable again.
-        check!(
-            eal.launch(1, || 7).map_err(e2s)?.join().map_err(e2s)? == 7,
-            "relaunch"
-        );
+        check!(eal.launch(1, || 7).map_err(e2s)?.join().map_err(e2s)? == 7, "relaunch");
         Ok(())
     }
 

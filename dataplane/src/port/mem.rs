@@ -1,0 +1,451 @@
+//! In-memory ports: a preallocated buffer pool and lock-free per-queue FIFOs.
+//!
+//! Build a [`MemNet`] with a [`MemConfig`], hand each worker a [`MemIo`] (`net.io()`), and
+//! from the test side `inject` frames into a port's rx queue and `drain_tx` what the workers
+//! transmitted. `patch(a, b)` turns port `a`'s transmissions into port `b`'s receptions (same
+//! queue index), so two workers or a generator and a worker can be chained. All queues are
+//! bounded lock-free MPMC queues and the pool is filled once at construction, so `rx_burst`,
+//! `tx_burst` and `alloc` never allocate and the test side may run on another thread.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+
+use super::{Burst, PacketIo};
+use crate::buf::{HeadroomBuf, PacketBuf};
+
+/// Sizes of an in-memory network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemConfig {
+    /// Number of ports.
+    pub ports: u16,
+    /// Rx queues and tx queues per port.
+    pub queues: u16,
+    /// Capacity of each queue in packets.
+    pub queue_depth: usize,
+    /// Buffers in the pool (shared by all ports).
+    pub buffers: usize,
+    /// Bytes per buffer, headroom included (`HeadroomBuf::DEFAULT_HEADROOM` = 128 of them).
+    pub buf_size: usize,
+}
+
+impl Default for MemConfig {
+    fn default() -> Self {
+        Self { ports: 2, queues: 1, queue_depth: 1024, buffers: 4096, buf_size: 2176 }
+    }
+}
+
+/// Buffers not in use: allocated once, shared by every [`MemBuf`] for its way home.
+struct Pool {
+    free: ArrayQueue<HeadroomBuf>,
+}
+
+/// A buffer from a [`MemNet`]'s pool; returns itself to the pool on drop.
+pub struct MemBuf {
+    buf: HeadroomBuf,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for MemBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemBuf").field("len", &self.buf.len()).field("headroom", &self.buf.headroom()).finish()
+    }
+}
+
+impl MemBuf {
+    /// Free bytes before the packet.
+    pub fn headroom(&self) -> usize {
+        self.buf.headroom()
+    }
+    /// Free bytes after the packet.
+    pub fn tailroom(&self) -> usize {
+        self.buf.tailroom()
+    }
+}
+
+impl PacketBuf for MemBuf {
+    fn data(&self) -> &[u8] {
+        self.buf.data()
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.buf.data_mut()
+    }
+    fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        self.buf.prepend(n)
+    }
+    fn append(&mut self, n: usize) -> Option<&mut [u8]> {
+        self.buf.append(n)
+    }
+    fn adj(&mut self, n: usize) -> bool {
+        self.buf.adj(n)
+    }
+    fn trim(&mut self, n: usize) -> bool {
+        self.buf.trim(n)
+    }
+}
+
+impl Drop for MemBuf {
+    fn drop(&mut self) {
+        // An empty HeadroomBuf owns no heap memory, so the swap does not allocate.
+        let buf = std::mem::replace(&mut self.buf, HeadroomBuf::with_capacity(0, 0));
+        // The pool has room for every buffer it ever handed out, so this cannot fail.
+        let _ = self.pool.free.push(buf);
+    }
+}
+
+/// Per-port counters kept by the in-memory network.
+#[derive(Debug, Default)]
+pub struct MemPortStats {
+    /// Packets taken by `rx_burst`.
+    pub rx: AtomicU64,
+    /// Packets accepted by `tx_burst`.
+    pub tx: AtomicU64,
+    /// Packets `tx_burst` refused because the tx (or patched rx) queue was full.
+    pub tx_full: AtomicU64,
+    /// Frames `inject` refused (pool empty or rx queue full).
+    pub inject_failed: AtomicU64,
+}
+
+struct MemPort {
+    rx: Vec<ArrayQueue<MemBuf>>,
+    tx: Vec<ArrayQueue<MemBuf>>,
+    /// Port whose rx queues receive this port's transmissions; `u32::MAX` for none.
+    patch: AtomicU32,
+    mac: [u8; 6],
+    stats: MemPortStats,
+}
+
+struct Shared {
+    pool: Arc<Pool>,
+    ports: Vec<MemPort>,
+    headroom: usize,
+}
+
+/// An in-memory network of ports (the test/harness side; clone freely).
+#[derive(Clone)]
+pub struct MemNet {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MemNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemNet").field("ports", &self.shared.ports.len()).field("free", &self.free_buffers()).finish()
+    }
+}
+
+impl MemNet {
+    /// Builds the network and fills its pool (the only allocation it ever makes).
+    pub fn new(cfg: &MemConfig) -> MemNet {
+        let buffers = cfg.buffers.max(1);
+        let free = ArrayQueue::new(buffers);
+        for _ in 0..buffers {
+            let _ = free.push(HeadroomBuf::with_capacity(HeadroomBuf::DEFAULT_HEADROOM, cfg.buf_size));
+        }
+        let depth = cfg.queue_depth.max(1);
+        let queues = usize::from(cfg.queues.max(1));
+        let ports = (0..cfg.ports)
+            .map(|p| MemPort {
+                rx: (0..queues).map(|_| ArrayQueue::new(depth)).collect(),
+                tx: (0..queues).map(|_| ArrayQueue::new(depth)).collect(),
+                patch: AtomicU32::new(u32::MAX),
+                // Locally administered, unicast: 02:00:00:00:<port hi>:<port lo + 1>.
+                mac: [0x02, 0, 0, 0, (p >> 8) as u8, (p as u8).wrapping_add(1)],
+                stats: MemPortStats::default(),
+            })
+            .collect();
+        let headroom = HeadroomBuf::DEFAULT_HEADROOM.min(cfg.buf_size);
+        MemNet { shared: Arc::new(Shared { pool: Arc::new(Pool { free }), ports, headroom }) }
+    }
+
+    /// A `PacketIo` handle for a worker (any number may exist; queues are MPMC).
+    pub fn io(&self) -> MemIo {
+        MemIo { shared: self.shared.clone() }
+    }
+
+    /// Makes everything transmitted on `from` arrive on `to`'s rx queue of the same index.
+    pub fn patch(&self, from: u16, to: u16) {
+        if let Some(p) = self.shared.ports.get(usize::from(from)) {
+            p.patch.store(u32::from(to), Ordering::Release);
+        }
+    }
+
+    /// Puts a copy of `frame` on `(port, queue)`'s rx queue; `false` if the pool is empty, the
+    /// frame does not fit a buffer, the queue is full or does not exist.
+    pub fn inject(&self, port: u16, queue: u16, frame: &[u8]) -> bool {
+        let Some(p) = self.shared.ports.get(usize::from(port)) else { return false };
+        let ok = (|| {
+            let q = p.rx.get(usize::from(queue))?;
+            let mut b = alloc(&self.shared.pool)?;
+            b.append(frame.len())?.copy_from_slice(frame);
+            q.push(b).ok()
+        })()
+        .is_some();
+        if !ok {
+            p.stats.inject_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Removes and returns (as byte vectors) everything transmitted on `(port, queue)`.
+    pub fn drain_tx(&self, port: u16, queue: u16) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Some(q) = self.shared.ports.get(usize::from(port)).and_then(|p| p.tx.get(usize::from(queue))) {
+            while let Some(b) = q.pop() {
+                out.push(b.data().to_vec());
+            }
+        }
+        out
+    }
+
+    /// Removes and returns everything transmitted on any queue of `port`, queue by queue.
+    pub fn drain_tx_all(&self, port: u16) -> Vec<Vec<u8>> {
+        let queues = self.shared.ports.get(usize::from(port)).map_or(0, |p| p.tx.len());
+        (0..queues).flat_map(|q| self.drain_tx(port, q as u16)).collect()
+    }
+
+    /// Packets waiting on `(port, queue)`'s rx queue.
+    pub fn rx_pending(&self, port: u16, queue: u16) -> usize {
+        self.shared.ports.get(usize::from(port)).and_then(|p| p.rx.get(usize::from(queue))).map_or(0, ArrayQueue::len)
+    }
+
+    /// Buffers currently in the pool (the rest are in queues or held by workers).
+    pub fn free_buffers(&self) -> usize {
+        self.shared.pool.free.len()
+    }
+
+    /// Counters of `port`.
+    pub fn stats(&self, port: u16) -> Option<&MemPortStats> {
+        self.shared.ports.get(usize::from(port)).map(|p| &p.stats)
+    }
+
+    /// The headroom every fresh buffer starts with.
+    pub fn headroom(&self) -> usize {
+        self.shared.headroom
+    }
+}
+
+fn alloc(pool: &Arc<Pool>) -> Option<MemBuf> {
+    let mut buf = pool.free.pop()?;
+    buf.reset(&[]);
+    Some(MemBuf { buf, pool: pool.clone() })
+}
+
+/// A worker's handle on a [`MemNet`].
+#[derive(Clone)]
+pub struct MemIo {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MemIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemIo")
+    }
+}
+
+impl PacketIo for MemIo {
+    type Buf = MemBuf;
+
+    fn rx_burst<const N: usize>(&mut self, port: u16, queue: u16, out: &mut Burst<MemBuf, N>) -> usize {
+        let Some(p) = self.shared.ports.get(usize::from(port)) else { return 0 };
+        let Some(q) = p.rx.get(usize::from(queue)) else { return 0 };
+        let mut n = 0;
+        while !out.is_full() {
+            let Some(b) = q.pop() else { break };
+            out.push(b);
+            n += 1;
+        }
+        p.stats.rx.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    fn tx_burst<const N: usize>(&mut self, port: u16, queue: u16, pkts: &mut Burst<MemBuf, N>) -> usize {
+        let Some(p) = self.shared.ports.get(usize::from(port)) else { return 0 };
+        let patch = p.patch.load(Ordering::Acquire);
+        let target = if patch == u32::MAX {
+            p.tx.get(usize::from(queue))
+        } else {
+            self.shared.ports.get(patch as usize).and_then(|peer| peer.rx.get(usize::from(queue)))
+        };
+        let Some(q) = target else { return 0 };
+        let mut sent = 0;
+        let mut unsent: Burst<MemBuf, N> = Burst::new();
+        {
+            let mut it = pkts.drain(..);
+            for b in it.by_ref() {
+                if let Err(b) = q.push(b) {
+                    // Queue full: this one and all after it stay, in order.
+                    unsent.push(b);
+                    break;
+                }
+                sent += 1;
+            }
+            unsent.extend(it);
+        }
+        p.stats.tx.fetch_add(sent as u64, Ordering::Relaxed);
+        p.stats.tx_full.fetch_add(unsent.len() as u64, Ordering::Relaxed);
+        *pkts = unsent;
+        sent
+    }
+
+    fn alloc(&mut self) -> Option<MemBuf> {
+        alloc(&self.shared.pool)
+    }
+
+    fn mac(&self, port: u16) -> Option<[u8; 6]> {
+        self.shared.ports.get(usize::from(port)).map(|p| p.mac)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| tag ^ i as u8).collect()
+    }
+
+    #[test]
+    fn inject_rx_tx_drain_round_trip() {
+        let net = MemNet::new(&MemConfig { ports: 2, queues: 2, buffers: 64, ..MemConfig::default() });
+        let mut io = net.io();
+        for i in 0..5 {
+            assert!(net.inject(0, 1, &frame(i, 60 + usize::from(i))));
+        }
+        assert_eq!(net.rx_pending(0, 1), 5);
+        let mut burst: Burst<MemBuf, 4> = Burst::new();
+        assert_eq!(io.rx_burst(0, 0, &mut burst), 0, "queue 0 is empty");
+        assert_eq!(io.rx_burst(0, 1, &mut burst), 4, "limited by the burst capacity");
+        assert_eq!(io.rx_burst(0, 1, &mut burst), 0, "burst is full");
+        assert_eq!(burst[2].data(), frame(2, 62).as_slice());
+        assert_eq!(burst[0].headroom(), HeadroomBuf::DEFAULT_HEADROOM);
+        assert_eq!(net.free_buffers(), 59);
+        assert_eq!(io.tx_burst(1, 0, &mut burst), 4);
+        assert!(burst.is_empty());
+        let out = net.drain_tx(1, 0);
+        assert_eq!(out, (0..4).map(|i| frame(i, 60 + usize::from(i))).collect::<Vec<_>>());
+        assert_eq!(net.free_buffers(), 63, "drained buffers returned; one still queued");
+        assert_eq!(net.stats(0).unwrap().rx.load(Ordering::Relaxed), 4);
+        assert_eq!(net.stats(1).unwrap().tx.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn esp_sized_growth_in_place() {
+        let net = MemNet::new(&MemConfig::default());
+        let mut io = net.io();
+        assert!(net.inject(0, 0, &[0x45; 100]));
+        let mut burst: Burst<MemBuf> = Burst::new();
+        io.rx_burst(0, 0, &mut burst);
+        let b = &mut burst[0];
+        // Outer Ethernet + IPv4 + UDP + ESP header + IV in front, pad + trailer + ICV behind.
+        b.prepend(14 + 20 + 8 + 8 + 8).unwrap().fill(0xee);
+        b.append(2 + 2 + 16).unwrap().fill(0xcc);
+        assert_eq!(b.len(), 178);
+        assert_eq!(&b.data()[58..158], &[0x45; 100][..]);
+        assert_eq!(b.headroom(), HeadroomBuf::DEFAULT_HEADROOM - 58);
+        assert!(b.prepend(b.headroom() + 1).is_none());
+        assert!(b.append(b.tailroom() + 1).is_none());
+        assert!(b.adj(58) && b.trim(20));
+        assert_eq!(b.data(), &[0x45; 100][..]);
+    }
+
+    #[test]
+    fn full_tx_queue_keeps_unsent_in_order() {
+        let net = MemNet::new(&MemConfig { ports: 1, queue_depth: 3, buffers: 16, ..MemConfig::default() });
+        let mut io = net.io();
+        let mut burst: Burst<MemBuf, 8> = Burst::new();
+        for i in 0..5 {
+            let mut b = io.alloc().unwrap();
+            b.append(1).unwrap()[0] = i;
+            burst.push(b);
+        }
+        assert_eq!(io.tx_burst(0, 0, &mut burst), 3);
+        assert_eq!(burst.iter().map(|b| b.data()[0]).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(net.stats(0).unwrap().tx_full.load(Ordering::Relaxed), 2);
+        assert_eq!(net.drain_tx(0, 0), vec![vec![0], vec![1], vec![2]]);
+        assert_eq!(io.tx_burst(0, 0, &mut burst), 2);
+        assert_eq!(net.drain_tx_all(0), vec![vec![3], vec![4]]);
+        assert_eq!(io.tx_burst(0, 5, &mut burst), 0, "no queue 5");
+        assert_eq!(io.tx_burst(9, 0, &mut burst), 0, "no port 9");
+    }
+
+    #[test]
+    fn pool_exhaustion_and_return() {
+        let net = MemNet::new(&MemConfig { ports: 1, buffers: 3, ..MemConfig::default() });
+        let mut io = net.io();
+        let bufs: Vec<MemBuf> = std::iter::from_fn(|| io.alloc()).take(10).collect();
+        assert_eq!(bufs.len(), 3);
+        assert!(!net.inject(0, 0, &[1; 60]), "pool empty");
+        assert_eq!(net.stats(0).unwrap().inject_failed.load(Ordering::Relaxed), 1);
+        drop(bufs);
+        assert_eq!(net.free_buffers(), 3);
+        let b = io.alloc().unwrap();
+        assert!(b.is_empty(), "reused buffers come back empty");
+        assert!(!net.inject(0, 0, &[0; 4096]), "frame larger than a buffer");
+        assert!(!net.inject(7, 0, &[0; 60]), "no such port");
+        assert!(!net.inject(0, 3, &[0; 60]), "no such queue");
+    }
+
+    #[test]
+    fn patched_ports_deliver_to_peer_rx() {
+        let net = MemNet::new(&MemConfig { ports: 2, queues: 2, ..MemConfig::default() });
+        net.patch(0, 1);
+        let mut io = net.io();
+        let mut burst: Burst<MemBuf> = Burst::new();
+        let mut b = io.alloc().unwrap();
+        b.append(3).unwrap().copy_from_slice(b"abc");
+        burst.push(b);
+        assert_eq!(io.tx_burst(0, 1, &mut burst), 1);
+        assert!(net.drain_tx(0, 1).is_empty(), "patched tx bypasses the tx queue");
+        assert_eq!(io.rx_burst(1, 1, &mut burst), 1);
+        assert_eq!(burst[0].data(), b"abc");
+        assert_eq!(io.mac(0), Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(io.mac(1), Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(io.mac(2), None);
+    }
+
+    #[test]
+    fn worker_thread_echoes_while_test_injects() {
+        const N: usize = 20_000;
+        let net = MemNet::new(&MemConfig { ports: 2, queue_depth: 256, buffers: 1024, ..MemConfig::default() });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worker = {
+            let (mut io, stop) = (net.io(), stop.clone());
+            std::thread::spawn(move || {
+                let mut burst: Burst<MemBuf> = Burst::new();
+                let mut refused = 0usize;
+                while !stop.load(Ordering::Acquire) {
+                    // Like a worker with back-pressure: keep what the tx queue refused and
+                    // retry it before taking more.
+                    if burst.is_empty() {
+                        io.rx_burst(0, 0, &mut burst);
+                        for b in burst.iter_mut() {
+                            b.data_mut()[0] ^= 0xff;
+                        }
+                    }
+                    io.tx_burst(1, 0, &mut burst);
+                    refused += burst.len();
+                }
+                refused
+            })
+        };
+        let mut received = Vec::with_capacity(N);
+        let mut next = 0usize;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while received.len() < N && std::time::Instant::now() < deadline {
+            while next < N && net.inject(0, 0, &(next as u32).to_be_bytes()) {
+                next += 1;
+            }
+            received.extend(net.drain_tx(1, 0));
+        }
+        stop.store(true, Ordering::Release);
+        let refused = worker.join().unwrap();
+        assert_eq!(received.len(), N, "frames lost ({refused} tx refusals retried)");
+        for (i, f) in received.iter().enumerate() {
+            let mut want = (i as u32).to_be_bytes();
+            want[0] ^= 0xff;
+            assert_eq!(f.as_slice(), &want, "frame {i}");
+        }
+        assert_eq!(net.free_buffers(), 1024, "every buffer returned");
+    }
+}
