@@ -49,9 +49,7 @@ fn block_range(text: &str, start: &str, nth: usize) -> (usize, usize) {
 /// The seed text with everything outside `range` blanked (newlines kept): positions reported
 /// for the block are positions in the seed file.
 fn only(text: &str, (a, b): (usize, usize)) -> String {
-    text.char_indices()
-        .map(|(i, c)| if (a..b).contains(&i) || c == '\n' { c } else { ' ' })
-        .collect()
+    text.char_indices().map(|(i, c)| if (a..b).contains(&i) || c == '\n' { c } else { ' ' }).collect()
 }
 
 /// The block's tokens, one statement a line.
@@ -237,7 +235,7 @@ end
 fn whole_token_seed_loads_with_what_it_refers_to() {
     let text = seed(SEED_TOKEN);
     let mut all = String::new();
-    for (file, start, nth, _) in BLOCKS.iter().filter(|b| b.0 == SEED_TOKEN) {
+    for (_, start, nth, _) in BLOCKS.iter().filter(|b| b.0 == SEED_TOKEN) {
         let (a, b) = block_range(&text, start, *nth);
         all.push_str(&substituted(&text[a..b]));
         all.push('\n');
@@ -245,7 +243,12 @@ fn whole_token_seed_loads_with_what_it_refers_to() {
     // Alone, the references are dangling, and each is named.
     let errs = errors(config::load_str(&all, "seed.conf"));
     let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
-    for needle in ["unknown interface \"wan1\"", "unknown address \"VPN-v2_split\"", "unknown user fortitoken \"FTKMxxxx\"", "unknown interface or tunnel \"Internal\""] {
+    for needle in [
+        "unknown interface \"wan1\"",
+        "unknown address \"VPN-v2_split\"",
+        "unknown user fortitoken \"FTKMxxxx\"",
+        "unknown interface or tunnel \"Internal\"",
+    ] {
         assert!(msgs.iter().any(|m| m.contains(needle)), "{needle} not in {msgs:#?}");
     }
     assert!(errs.iter().all(|e| e.pos.is_some()), "every reference error has a position: {msgs:#?}");
@@ -254,8 +257,14 @@ fn whole_token_seed_loads_with_what_it_refers_to() {
     assert_eq!(cfg.phase1[0].negotiate_timeout, 50);
     // And the full demo configuration.
     let demo = config::load_str(&example("dialgate.conf"), "dialgate.conf").unwrap_or_else(|e| panic!("{e:#?}"));
-    assert_eq!(demo.interface("wan1").unwrap().dpdk_device.as_ref().unwrap().as_str(), "net_af_packet0,iface=veth-gw-wan");
-    assert_eq!(demo.resolve_address("VPN-v2_split").unwrap(), [("10.50.0.0".parse().unwrap(), "10.50.0.255".parse().unwrap())]);
+    assert_eq!(
+        demo.interface("wan1").unwrap().dpdk_device.as_ref().unwrap().as_str(),
+        "net_af_packet0,iface=veth-gw-wan"
+    );
+    assert_eq!(
+        demo.resolve_address("VPN-v2_split").unwrap(),
+        [("10.50.0.0".parse().unwrap(), "10.50.0.255".parse().unwrap())]
+    );
 }
 
 #[test]
@@ -300,7 +309,7 @@ config firewall address
 end
 "#,
     );
-    for (file, start, nth, _) in BLOCKS.iter().filter(|b| b.0 == SEED_ZTNA) {
+    for (_, start, nth, _) in BLOCKS.iter().filter(|b| b.0 == SEED_ZTNA) {
         let (a, b) = block_range(&text, start, *nth);
         all.push_str(&substituted(&text[a..b]));
         all.push('\n');
@@ -311,5 +320,10 @@ end
     // Without the posture-server connector the tag prefix is reported.
     let no_ems = all.replace("edit \"EMS3\"", "edit \"EMS4\"");
     let errs = errors(config::load_str(&no_ems, "ztna.conf"));
-    assert!(errs.iter().any(|e| e.message.contains("posture server \"EMS3\"") && e.message.contains("did you mean") && e.message.contains("`EMS4`")), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.message.contains("posture server \"EMS3\"")
+            && e.message.contains("did you mean")
+            && e.message.contains("`EMS4`")),
+        "{errs:#?}"
+    );
 }

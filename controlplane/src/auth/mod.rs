@@ -245,7 +245,7 @@ impl UserDb {
     /// Whether `user` is a member of `group`.
     pub fn group_member(&self, group: &str, user: &str) -> bool {
         let Some(rec) = self.users.get(&user.to_lowercase()) else { return false };
-        self.groups.get(group).is_some_and(|m| m.iter().any(|n| *n == rec.name))
+        self.groups.get(group).is_some_and(|m| m.contains(&rec.name))
     }
 
     /// Whether `user` must give a token code.

@@ -94,9 +94,7 @@ pub(crate) fn show(cfg: &Config, path: &[&str], reveal: bool) -> Result<String, 
     let mut out = String::new();
     let mut matched = false;
     for t in TABLES {
-        let (print, only) = if want.is_empty() {
-            (true, None)
-        } else if *t == want || t.starts_with(&format!("{want} ")) {
+        let (print, only) = if want.is_empty() || *t == want || t.starts_with(&format!("{want} ")) {
             (true, None)
         } else if let Some(name) = want.strip_prefix(&format!("{t} ")) {
             (true, Some(name))
