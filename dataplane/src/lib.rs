@@ -4,6 +4,7 @@
 //! implementation (DPDK ethdev or an in-memory loopback) and leave the same way.
 
 pub mod buf;
+pub mod coremap;
 pub mod esp;
 pub mod pcap;
 pub mod port;
