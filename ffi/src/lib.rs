@@ -27,6 +27,8 @@ pub mod sys {
 #[cfg(dpdk)]
 pub mod eal;
 #[cfg(dpdk)]
+pub mod io;
+#[cfg(dpdk)]
 pub mod lcore;
 #[cfg(dpdk)]
 pub mod mbuf;
