@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 #[cfg(not(dpdk))]
 fn main() -> ExitCode {
-    println!("SKIPPED: dialgate-ffi was built without DPDK (libdpdk not found by pkg-config)");
+    println!("SKIPPED: dialgate-ffi was built without DPDK (libdpdk not found by pkg-config, or DIALGATE_NO_DPDK set)");
     ExitCode::SUCCESS
 }
 
