@@ -127,7 +127,7 @@ impl Eal {
             drop(unsafe { Box::from_raw(arg.cast::<Box<dyn FnOnce() -> i32 + Send>>()) });
             return Err(Error::dpdk("rte_eal_remote_launch", rc));
         }
-        Ok(Launched { lcore, _eal: self.clone() })
+        Ok(Launched { lcore, joined: false, eal: self.clone() })
     }
 }
 
@@ -139,11 +139,15 @@ extern "C" fn trampoline(arg: *mut c_void) -> c_int {
 }
 
 /// A function running on a worker lcore.
+///
+/// Dropping it without `join` still waits for the function on the main lcore, so the EAL
+/// (which the handle keeps alive) is never cleaned up under a running worker.
 #[derive(Debug)]
 #[must_use = "join the lcore to learn how its function ended"]
 pub struct Launched {
     lcore: u32,
-    _eal: Eal,
+    joined: bool,
+    eal: Eal,
 }
 
 impl Launched {
@@ -153,11 +157,21 @@ impl Launched {
     }
 
     /// Waits for the function to return and yields its return value (`-1` after a panic).
-    pub fn join(self) -> Result<i32> {
-        if crate::lcore::current() != Some(self._eal.inner.main_lcore) {
+    pub fn join(mut self) -> Result<i32> {
+        if crate::lcore::current() != Some(self.eal.inner.main_lcore) {
             return Err(Error::NotMainLcore("Launched::join"));
         }
+        self.joined = true;
         // SAFETY: called on the main lcore for an lcore we launched on.
         Ok(unsafe { sys::rte_eal_wait_lcore(self.lcore) })
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if !self.joined && crate::lcore::current() == Some(self.eal.inner.main_lcore) {
+            // SAFETY: on the main lcore, for an lcore we launched on.
+            unsafe { sys::rte_eal_wait_lcore(self.lcore) };
+        }
     }
 }

@@ -7,6 +7,13 @@
 //! [`io::EthdevIo`] is the data plane's `PacketIo` over DPDK queues: the implementation lives
 //! here so that `dialgate-dataplane` never depends on DPDK.
 //!
+//! EAL arguments that work on a host without hugepages or a NIC (this project's VM):
+//! `--no-huge -m 1024 --no-pci --no-shconf --no-telemetry --file-prefix=<unique> -l 0-1`
+//! plus `--vdev=net_ring0`, `--vdev=net_af_packet0,iface=<veth>`, `--vdev=net_tap0` or
+//! `--vdev=net_null0` (drivers load from Debian's plugin directory; see `build.rs`). Size
+//! mempools explicitly ([`PoolConfig`]); DPDK's example defaults do not fit in `-m 1024`.
+//! `--in-memory` does not combine with `--no-huge` (DPDK then forces legacy memory).
+//!
 //! Built without libdpdk (pkg-config cannot find it, or `DIALGATE_NO_DPDK` is set), the crate
 //! only exports [`AVAILABLE`] = `false` and its error type.
 
