@@ -97,7 +97,10 @@ fn base_is_valid() {
 #[test]
 fn unknown_table_and_key_suggest_nearest() {
     let e = frag_err("config vpn ipsec phase1-interfce\nedit \"x\"\nnext\nend\n");
-    assert_eq!(e.to_string(), "t.conf:1:8: unknown object `config vpn ipsec phase1-interfce`; did you mean `vpn ipsec phase1-interface`?");
+    assert_eq!(
+        e.to_string(),
+        "t.conf:1:8: unknown object `config vpn ipsec phase1-interfce`; did you mean `vpn ipsec phase1-interface`?"
+    );
     let t = "config vpn ipsec phase1-interface\n    edit \"x\"\n        set negotiate-timout 50\n    next\nend\n";
     let e = frag_err(t);
     assert_eq!(e.pos, Some(Pos { line: 3, col: 13 }));
@@ -114,7 +117,8 @@ fn bad_values_say_what_is_allowed() {
     assert!(e.message.contains("enter an integer from 1 to 300"), "{e}");
     let e = frag_err("config vpn ipsec phase1-interface\n edit \"x\"\n  set remote-gw-match anywhere\n next\nend\n");
     assert!(e.message.contains("choose one of: any ipmask iprange geography ztna"), "{e}");
-    let e = frag_err("config vpn ipsec phase1-interface\n edit \"x\"\n  set proposal aes128-sha256 des-md5\n next\nend\n");
+    let e =
+        frag_err("config vpn ipsec phase1-interface\n edit \"x\"\n  set proposal aes128-sha256 des-md5\n next\nend\n");
     assert_eq!(e.pos.unwrap().col, 30, "points at the second proposal: {e}");
     let e = frag_err("config vpn ipsec phase2-interface\n edit \"x\"\n  set dhgrp 14 99\n next\nend\n");
     assert!(e.message.contains("invalid DH group \"99\""), "{e}");
@@ -157,7 +161,8 @@ fn references_are_checked_with_suggestions() {
     assert_eq!(e.pos, Some(pos_of(BASE, "\"VPN_Users\"\n        set ipv4-start")));
     let e = one_err(&BASE.replace("set phase1name \"Test-Dialup\"", "set phase1name \"Test-Dialpu\""));
     assert!(e.message.contains("unknown phase1-interface \"Test-Dialpu\"; did you mean `Test-Dialup`?"), "{e}");
-    let e = one_err(&BASE.replace("set ipv4-split-include \"VPN-v2_split\"", "set ipv4-split-include \"VPN-v2-split\""));
+    let e =
+        one_err(&BASE.replace("set ipv4-split-include \"VPN-v2_split\"", "set ipv4-split-include \"VPN-v2-split\""));
     assert!(e.message.contains("`ipv4-split-include` refers to unknown address"), "{e}");
     let e = one_err(&BASE.replace("set member \"Test\"", "set member \"Tset\""));
     assert!(e.message.contains("unknown user \"Tset\"; did you mean `Test`?"), "{e}");
@@ -183,9 +188,13 @@ fn references_are_checked_with_suggestions() {
 
 #[test]
 fn incompatible_settings_are_named() {
-    let tags = BASE.replace("set psksecret \"k3y\"", "set psksecret \"k3y\"\n        set remote-gw-ztna-tags \"EMS1_ZTNA_all\"");
+    let tags = BASE
+        .replace("set psksecret \"k3y\"", "set psksecret \"k3y\"\n        set remote-gw-ztna-tags \"EMS1_ZTNA_all\"");
     let e = errs(&tags);
-    assert!(e.iter().any(|e| e.message.contains("`remote-gw-ztna-tags` needs `set remote-gw-match ztna` (it is `any`)")), "{e:#?}");
+    assert!(
+        e.iter().any(|e| e.message.contains("`remote-gw-ztna-tags` needs `set remote-gw-match ztna` (it is `any`)")),
+        "{e:#?}"
+    );
 
     let v1 = BASE
         .replace("set ike-version 2", "set ike-version 1")
@@ -205,11 +214,15 @@ fn incompatible_settings_are_named() {
 
     let e = one_err(&BASE.replace("set psksecret \"k3y\"", ""));
     assert!(e.message.contains("`authmethod psk` needs `psksecret`"), "{e}");
-    let dup = BASE.replace(
-        "set ip 10.50.0.1 255.255.255.0",
-        "set ip 10.50.0.1 255.255.255.0\n        set dpdk-device \"0000:00:04.0\"",
-    )
-    .replace("set ip 192.0.2.1 255.255.255.0", "set ip 192.0.2.1 255.255.255.0\n        set dpdk-device \"0000:00:04.0\"");
+    let dup = BASE
+        .replace(
+            "set ip 10.50.0.1 255.255.255.0",
+            "set ip 10.50.0.1 255.255.255.0\n        set dpdk-device \"0000:00:04.0\"",
+        )
+        .replace(
+            "set ip 192.0.2.1 255.255.255.0",
+            "set ip 192.0.2.1 255.255.255.0\n        set dpdk-device \"0000:00:04.0\"",
+        );
     let e = one_err(&dup);
     assert!(e.message.contains("already bound to interface \"wan1\""), "{e}");
 }
@@ -275,7 +288,10 @@ fn show_masks_secrets_and_selects_paths() {
     assert!(!all.contains("k3y") && !all.contains("p@ssw0rd"), "{all}");
     assert!(!format!("{c:?}").contains("p@ssw0rd"), "Debug masks secrets");
     let p1 = c.show(&["vpn", "ipsec", "phase1-interface", "Test-Dialup"], false).unwrap();
-    assert!(p1.starts_with("config vpn ipsec phase1-interface\n    edit \"Test-Dialup\"\n        set type dynamic\n"), "{p1}");
+    assert!(
+        p1.starts_with("config vpn ipsec phase1-interface\n    edit \"Test-Dialup\"\n        set type dynamic\n"),
+        "{p1}"
+    );
     assert!(!p1.contains("config user"), "{p1}");
     let users = c.show(&["user"], false).unwrap();
     assert!(users.contains("config user local") && users.contains("config user group"), "{users}");

@@ -18,7 +18,9 @@ fn load(path: &str, fragment: bool) -> Result<Config, Vec<ConfigError>> {
     if fragment {
         match std::fs::read_to_string(path) {
             Ok(text) => config::parse_str(&text, path),
-            Err(e) => Err(vec![ConfigError { file: path.to_string(), pos: None, message: format!("cannot read: {e}") }]),
+            Err(e) => {
+                Err(vec![ConfigError { file: path.to_string(), pos: None, message: format!("cannot read: {e}") }])
+            }
         }
     } else {
         config::load_file(path)
