@@ -14,11 +14,7 @@ fn dialgate() -> Command {
 #[test]
 fn scapy_cross_check_every_transform() {
     let py = root().join(".venv/bin/python3");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/setup (it creates the venv with scapy)",
-        py.display()
-    );
+    assert!(py.exists(), "{} missing: run scripts/setup (it creates the venv with scapy)", py.display());
     let out = Command::new(py)
         .arg(root().join("scripts/esp_crosscheck.py"))
         .args(["--dialgate", env!("CARGO_BIN_EXE_dialgate"), "--count", "8"])
@@ -27,10 +23,7 @@ fn scapy_cross_check_every_transform() {
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "cross-check failed");
-    assert!(
-        text.contains("56 passed, 0 failed"),
-        "unexpected summary: {text}"
-    );
+    assert!(text.contains("56 passed, 0 failed"), "unexpected summary: {text}");
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -72,76 +65,34 @@ fn seal_then_open_round_trips_and_reports_counts() {
     let sealed = tmp("sealed.pcap");
     let opened = tmp("opened.pcap");
     let s = dialgate()
-        .args([
-            "esp",
-            "seal",
-            "--spi",
-            "0x1001",
-            "--transform",
-            "aes128gcm",
-            "--key",
-            KEY,
-        ])
-        .args([
-            "--tunnel-src",
-            "192.0.2.1",
-            "--tunnel-dst",
-            "198.51.100.7",
-            "--udp-encap",
-        ])
+        .args(["esp", "seal", "--spi", "0x1001", "--transform", "aes128gcm", "--key", KEY])
+        .args(["--tunnel-src", "192.0.2.1", "--tunnel-dst", "198.51.100.7", "--udp-encap"])
         .arg(&clear)
         .arg(&sealed)
         .output()
         .unwrap();
     assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
-    assert_eq!(
-        String::from_utf8_lossy(&s.stderr).trim(),
-        "sealed 5 of 5 packets"
-    );
+    assert_eq!(String::from_utf8_lossy(&s.stderr).trim(), "sealed 5 of 5 packets");
     let o = dialgate()
-        .args([
-            "esp",
-            "open",
-            "--spi",
-            "4097",
-            "--transform",
-            "aes128gcm",
-            "--key",
-            KEY,
-        ])
+        .args(["esp", "open", "--spi", "4097", "--transform", "aes128gcm", "--key", KEY])
         .arg(&sealed)
         .arg(&opened)
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&o.stderr).trim(),
-        "opened 5 of 5 packets"
-    );
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "opened 5 of 5 packets");
     let a = std::fs::read(&clear).unwrap();
     let b = std::fs::read(&opened).unwrap();
     assert_eq!(a, b, "opened capture equals the original byte for byte");
 
     // Opening the cleartext itself: every packet counted as not ESP, no output, success.
     let o = dialgate()
-        .args([
-            "esp",
-            "open",
-            "--spi",
-            "4097",
-            "--transform",
-            "aes128gcm",
-            "--key",
-            KEY,
-        ])
+        .args(["esp", "open", "--spi", "4097", "--transform", "aes128gcm", "--key", KEY])
         .arg(&clear)
         .arg(tmp("none.pcap"))
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&o.stderr).trim(),
-        "opened 0 of 5 packets not_esp=5"
-    );
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "opened 0 of 5 packets not_esp=5");
 }
 
 #[test]
@@ -159,14 +110,7 @@ fn wrong_key_is_one_clear_line_and_non_zero() {
             "--key",
             "00112233445566778899aabbccddeeff",
         ])
-        .args([
-            "--auth-key",
-            &"ab".repeat(32),
-            "--tunnel-src",
-            "192.0.2.1",
-            "--tunnel-dst",
-            "198.51.100.7",
-        ])
+        .args(["--auth-key", &"ab".repeat(32), "--tunnel-src", "192.0.2.1", "--tunnel-dst", "198.51.100.7"])
         .arg(&clear)
         .arg(&sealed)
         .output()
@@ -198,91 +142,21 @@ fn wrong_key_is_one_clear_line_and_non_zero() {
 fn bad_arguments_and_files_are_explained() {
     let cases: &[(&[&str], &str)] = &[
         (
-            &[
-                "esp",
-                "open",
-                "--spi",
-                "1",
-                "--transform",
-                "aes128gcm",
-                "--key",
-                "0011",
-                "a",
-                "b",
-            ],
+            &["esp", "open", "--spi", "1", "--transform", "aes128gcm", "--key", "0011", "a", "b"],
             "needs 20 bytes (key followed by the 4-byte salt), got 2",
         ),
+        (&["esp", "open", "--spi", "1", "--transform", "des", "--key", "00", "a", "b"], "--transform: unknown \"des\""),
         (
-            &[
-                "esp",
-                "open",
-                "--spi",
-                "1",
-                "--transform",
-                "des",
-                "--key",
-                "00",
-                "a",
-                "b",
-            ],
-            "--transform: unknown \"des\"",
-        ),
-        (
-            &[
-                "esp",
-                "open",
-                "--spi",
-                "1",
-                "--transform",
-                "aes128gcm",
-                "--key",
-                "zz",
-                "a",
-                "b",
-            ],
+            &["esp", "open", "--spi", "1", "--transform", "aes128gcm", "--key", "zz", "a", "b"],
             "--key: not a hex string",
         ),
         (
-            &[
-                "esp",
-                "seal",
-                "--spi",
-                "1",
-                "--transform",
-                "aes128gcm",
-                "--key",
-                KEY,
-                "a",
-                "b",
-            ],
+            &["esp", "seal", "--spi", "1", "--transform", "aes128gcm", "--key", KEY, "a", "b"],
             "seal needs --tunnel-src and --tunnel-dst",
         ),
+        (&["esp", "open", "--transform", "aes128gcm", "--key", KEY, "a", "b"], "--spi is required"),
         (
-            &[
-                "esp",
-                "open",
-                "--transform",
-                "aes128gcm",
-                "--key",
-                KEY,
-                "a",
-                "b",
-            ],
-            "--spi is required",
-        ),
-        (
-            &[
-                "esp",
-                "open",
-                "--spi",
-                "1",
-                "--transform",
-                "aes128gcm",
-                "--key",
-                KEY,
-                "/nonexistent/x.pcap",
-                "b",
-            ],
+            &["esp", "open", "--spi", "1", "--transform", "aes128gcm", "--key", KEY, "/nonexistent/x.pcap", "b"],
             "/nonexistent/x.pcap: cannot read",
         ),
     ];
@@ -295,16 +169,7 @@ fn bad_arguments_and_files_are_explained() {
     let junk = tmp("junk.pcap");
     std::fs::write(&junk, b"this is not a capture file at all").unwrap();
     let o = dialgate()
-        .args([
-            "esp",
-            "open",
-            "--spi",
-            "1",
-            "--transform",
-            "aes128gcm",
-            "--key",
-            KEY,
-        ])
+        .args(["esp", "open", "--spi", "1", "--transform", "aes128gcm", "--key", KEY])
         .arg(&junk)
         .arg(tmp("j.pcap"))
         .output()

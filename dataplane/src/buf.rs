@@ -45,19 +45,12 @@ impl HeadroomBuf {
     /// An empty buffer with `headroom` bytes before the start and `capacity` bytes in all.
     pub fn with_capacity(headroom: usize, capacity: usize) -> Self {
         let headroom = headroom.min(capacity);
-        Self {
-            store: vec![0u8; capacity].into_boxed_slice(),
-            start: headroom,
-            end: headroom,
-        }
+        Self { store: vec![0u8; capacity].into_boxed_slice(), start: headroom, end: headroom }
     }
 
     /// A buffer holding `data` after the default headroom, with 256 bytes of tailroom.
     pub fn from_slice(data: &[u8]) -> Self {
-        let mut b = Self::with_capacity(
-            Self::DEFAULT_HEADROOM,
-            Self::DEFAULT_HEADROOM + data.len() + 256,
-        );
+        let mut b = Self::with_capacity(Self::DEFAULT_HEADROOM, Self::DEFAULT_HEADROOM + data.len() + 256);
         b.reset(data);
         b
     }

@@ -110,15 +110,8 @@ pub fn parse(file: &[u8]) -> Result<Capture<'_>, PcapError> {
         }
         let (sec, sub, incl) = (rd(at), rd(at + 4), rd(at + 8) as usize);
         let start = at + 16;
-        let end = start
-            .checked_add(incl)
-            .filter(|&e| e <= file.len())
-            .ok_or(PcapError::Record(idx))?;
-        records.push(Record {
-            ts_sec: sec,
-            ts_usec: if nanos { sub / 1000 } else { sub },
-            data: &file[start..end],
-        });
+        let end = start.checked_add(incl).filter(|&e| e <= file.len()).ok_or(PcapError::Record(idx))?;
+        records.push(Record { ts_sec: sec, ts_usec: if nanos { sub / 1000 } else { sub }, data: &file[start..end] });
         at = end;
     }
     Ok(Capture { link_type, records })
@@ -175,18 +168,7 @@ mod tests {
         assert_eq!(c.link_type, LinkType::Ethernet);
         assert_eq!(
             c.records,
-            vec![
-                Record {
-                    ts_sec: 1,
-                    ts_usec: 2,
-                    data: &[1, 2, 3]
-                },
-                Record {
-                    ts_sec: 4,
-                    ts_usec: 5,
-                    data: &[]
-                }
-            ]
+            vec![Record { ts_sec: 1, ts_usec: 2, data: &[1, 2, 3] }, Record { ts_sec: 4, ts_usec: 5, data: &[] }]
         );
     }
 
@@ -203,14 +185,7 @@ mod tests {
         f.push(0x45);
         let c = parse(&f).unwrap();
         assert_eq!(c.link_type, LinkType::Raw);
-        assert_eq!(
-            c.records[0],
-            Record {
-                ts_sec: 7,
-                ts_usec: 5,
-                data: &[0x45]
-            }
-        );
+        assert_eq!(c.records[0], Record { ts_sec: 7, ts_usec: 5, data: &[0x45] });
     }
 
     #[test]

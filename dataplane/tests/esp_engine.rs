@@ -12,59 +12,24 @@ use proptest::prelude::*;
 const SPI: u32 = 0xc0de_0001;
 
 fn keys(alg: Algorithm, seed: u8) -> (Vec<u8>, Vec<u8>) {
-    let e = (0..alg.enc_key_len())
-        .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
-        .collect();
-    let a = (0..alg.auth_key_len())
-        .map(|i| seed.wrapping_add(0x5a ^ i as u8))
-        .collect();
+    let e = (0..alg.enc_key_len()).map(|i| seed.wrapping_mul(31).wrapping_add(i as u8)).collect();
+    let a = (0..alg.auth_key_len()).map(|i| seed.wrapping_add(0x5a ^ i as u8)).collect();
     (e, a)
 }
 
 fn tunnel(v6: bool, encap: bool) -> Tunnel {
     let (l, r): (IpAddr, IpAddr) = if v6 {
-        (
-            "2001:db8::1".parse().unwrap(),
-            "2001:db8::2".parse().unwrap(),
-        )
+        ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
     } else {
-        (
-            "192.0.2.1".parse().unwrap(),
-            "198.51.100.7".parse().unwrap(),
-        )
+        ("192.0.2.1".parse().unwrap(), "198.51.100.7".parse().unwrap())
     };
-    Tunnel {
-        local: l,
-        remote: r,
-        encap: encap.then_some(UdpEncap {
-            local_port: 4500,
-            remote_port: 61000,
-        }),
-    }
+    Tunnel { local: l, remote: r, encap: encap.then_some(UdpEncap { local_port: 4500, remote_port: 61000 }) }
 }
 
-fn pair(
-    alg: Algorithm,
-    backend: Backend,
-    tunnel: Tunnel,
-    esn: bool,
-    window: u32,
-) -> (OutboundSa, InboundSa) {
+fn pair(alg: Algorithm, backend: Backend, tunnel: Tunnel, esn: bool, window: u32) -> (OutboundSa, InboundSa) {
     let (e, a) = keys(alg, 7);
-    let out = OutboundSa::new(
-        SPI,
-        Transform::new(alg, backend, &e, &a).unwrap(),
-        tunnel,
-        esn,
-        Lifetime::default(),
-    );
-    let inb = InboundSa::new(
-        SPI,
-        Transform::new(alg, backend, &e, &a).unwrap(),
-        esn,
-        window,
-        Lifetime::default(),
-    );
+    let out = OutboundSa::new(SPI, Transform::new(alg, backend, &e, &a).unwrap(), tunnel, esn, Lifetime::default());
+    let inb = InboundSa::new(SPI, Transform::new(alg, backend, &e, &a).unwrap(), esn, window, Lifetime::default());
     (out, inb)
 }
 
@@ -81,12 +46,8 @@ fn inner(v6: bool, n: usize, fill: u8) -> Vec<u8> {
             traffic_class: 0,
         };
         repr.emit(&mut ipv6::Packet::new_unchecked(&mut p[..]));
-        udp::Repr {
-            src_port: 1000,
-            dst_port: 2000,
-            payload_len: n,
-        }
-        .emit(&mut udp::Packet::new_unchecked(&mut p[40..]));
+        udp::Repr { src_port: 1000, dst_port: 2000, payload_len: n }
+            .emit(&mut udp::Packet::new_unchecked(&mut p[40..]));
         p[48..].fill(fill);
         p
     } else {
@@ -100,12 +61,8 @@ fn inner(v6: bool, n: usize, fill: u8) -> Vec<u8> {
             tos: 0xb8,
         };
         repr.emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
-        udp::Repr {
-            src_port: 1000,
-            dst_port: 2000,
-            payload_len: n,
-        }
-        .emit(&mut udp::Packet::new_unchecked(&mut p[20..]));
+        udp::Repr { src_port: 1000, dst_port: 2000, payload_len: n }
+            .emit(&mut udp::Packet::new_unchecked(&mut p[20..]));
         p[28..].fill(fill);
         p
     }
@@ -138,15 +95,11 @@ fn round_trip_every_transform_family_and_encapsulation() {
                             assert_eq!(loc.udp_ports.is_some(), encap);
                             assert_eq!(loc.src, out.tunnel.local);
                             let got = inbound::decap(&mut inb, &mut b, &loc).unwrap();
-                            assert_eq!(
-                                b.data(),
-                                &plain[..],
-                                "{alg:?} {backend:?} v6={outer_v6} encap={encap} n={n}"
-                            );
+                            assert_eq!(b.data(), &plain[..], "{alg:?} {backend:?} v6={outer_v6} encap={encap} n={n}");
                             assert_eq!(got.next_header, if inner_v6 { 41 } else { 4 });
                         }
                         assert_eq!(inb.counters.packets(), 5);
-                        assert_eq!(out.counters.packets(), 5);
+                        assert_eq!(out.packets(), 5);
                         assert_eq!(inb.counters.bytes(), out.counters.bytes());
                     }
                 }
@@ -157,13 +110,7 @@ fn round_trip_every_transform_family_and_encapsulation() {
 
 #[test]
 fn outer_headers_follow_rfc3948_and_4303() {
-    let (out, _) = pair(
-        Algorithm::Aes128Gcm,
-        Backend::AwsLc,
-        tunnel(false, true),
-        false,
-        64,
-    );
+    let (out, _) = pair(Algorithm::Aes128Gcm, Backend::AwsLc, tunnel(false, true), false, 64);
     let plain = inner(false, 33, 1);
     let b = seal(&out, &plain);
     let ip = ipv4::Packet::new_checked(b.data()).unwrap();
@@ -175,48 +122,25 @@ fn outer_headers_follow_rfc3948_and_4303() {
     assert_eq!((u.src_port(), u.dst_port(), u.checksum()), (4500, 61000, 0));
     let esp = u.payload();
     assert_eq!(&esp[..4], &SPI.to_be_bytes());
-    assert_eq!(
-        &esp[4..8],
-        &1u32.to_be_bytes(),
-        "first sequence number is 1"
-    );
-    assert_eq!(
-        &esp[8..16],
-        &1u64.to_be_bytes(),
-        "AEAD IV is the sequence number"
-    );
+    assert_eq!(&esp[4..8], &1u32.to_be_bytes(), "first sequence number is 1");
+    assert_eq!(&esp[8..16], &1u64.to_be_bytes(), "AEAD IV is the sequence number");
     // 61 bytes inner + 2 trailer = 63 → 1 byte of padding to reach a multiple of 4.
     assert_eq!(esp.len(), 8 + 8 + 61 + 1 + 2 + 16);
 
-    let (out6, _) = pair(
-        Algorithm::ChaCha20Poly1305,
-        Backend::AwsLc,
-        tunnel(true, true),
-        false,
-        64,
-    );
+    let (out6, _) = pair(Algorithm::ChaCha20Poly1305, Backend::AwsLc, tunnel(true, true), false, 64);
     let b = seal(&out6, &plain);
     let ip = ipv6::Packet::new_checked(b.data()).unwrap();
     let src = ip.src_addr();
     let dst = ip.dst_addr();
-    let pseudo =
-        dialgate_dataplane::wire::checksum::pseudo_v6(src, dst, 17, ip.payload().len() as u32);
-    let total = dialgate_dataplane::wire::checksum::combine(&[
-        pseudo,
-        dialgate_dataplane::wire::checksum::sum(ip.payload()),
-    ]);
+    let pseudo = dialgate_dataplane::wire::checksum::pseudo_v6(src, dst, 17, ip.payload().len() as u32);
+    let total =
+        dialgate_dataplane::wire::checksum::combine(&[pseudo, dialgate_dataplane::wire::checksum::sum(ip.payload())]);
     assert_eq!(total, 0xffff, "UDP checksum over IPv6 verifies");
 }
 
 #[test]
 fn cbc_padding_aligns_to_the_block() {
-    let (out, mut inb) = pair(
-        Algorithm::Aes256CbcSha256,
-        Backend::AwsLc,
-        tunnel(false, false),
-        false,
-        64,
-    );
+    let (out, mut inb) = pair(Algorithm::Aes256CbcSha256, Backend::AwsLc, tunnel(false, false), false, 64);
     for n in 0..40 {
         let plain = inner(false, n, 3);
         let mut b = seal(&out, &plain);
@@ -229,13 +153,7 @@ fn cbc_padding_aligns_to_the_block() {
 
 #[test]
 fn replayed_and_too_old_are_dropped_and_counted() {
-    let (out, mut inb) = pair(
-        Algorithm::Aes128Gcm,
-        Backend::AwsLc,
-        tunnel(false, true),
-        false,
-        64,
-    );
+    let (out, mut inb) = pair(Algorithm::Aes128Gcm, Backend::AwsLc, tunnel(false, true), false, 64);
     let plain = inner(false, 10, 9);
     let packets: Vec<HeadroomBuf> = (0..100).map(|_| seal(&out, &plain)).collect();
     let mut first = packets[0].clone();
@@ -245,11 +163,7 @@ fn replayed_and_too_old_are_dropped_and_counted() {
     let mut last = packets[99].clone();
     open(&mut inb, &mut last).unwrap();
     let mut old = packets[1].clone();
-    assert_eq!(
-        open(&mut inb, &mut old),
-        Err(DropReason::TooOld),
-        "seq 2 is behind a 64-packet window at 100"
-    );
+    assert_eq!(open(&mut inb, &mut old), Err(DropReason::TooOld), "seq 2 is behind a 64-packet window at 100");
     let mut inside = packets[50].clone();
     open(&mut inb, &mut inside).unwrap();
     assert_eq!(inb.counters.errors(DropReason::Replayed), 1);
@@ -259,13 +173,7 @@ fn replayed_and_too_old_are_dropped_and_counted() {
 
 #[test]
 fn forged_packet_does_not_move_the_window() {
-    let (out, mut inb) = pair(
-        Algorithm::Aes128CbcSha1,
-        Backend::AwsLc,
-        tunnel(false, false),
-        false,
-        64,
-    );
+    let (out, mut inb) = pair(Algorithm::Aes128CbcSha1, Backend::AwsLc, tunnel(false, false), false, 64);
     let plain = inner(false, 10, 9);
     let good = seal(&out, &plain);
     // Same packet with sequence number 1000 and a broken ICV.
@@ -280,25 +188,13 @@ fn forged_packet_does_not_move_the_window() {
 
 #[test]
 fn every_single_bit_flip_is_caught() {
-    let (out, _) = pair(
-        Algorithm::Aes256Gcm,
-        Backend::AwsLc,
-        tunnel(false, true),
-        false,
-        64,
-    );
+    let (out, _) = pair(Algorithm::Aes256Gcm, Backend::AwsLc, tunnel(false, true), false, 64);
     let plain = inner(false, 20, 5);
     let good = seal(&out, &plain);
     let esp_start = 28;
     for at in esp_start..good.len() {
         for bit in [0x01u8, 0x80] {
-            let (_, mut inb) = pair(
-                Algorithm::Aes256Gcm,
-                Backend::AwsLc,
-                tunnel(false, true),
-                false,
-                64,
-            );
+            let (_, mut inb) = pair(Algorithm::Aes256Gcm, Backend::AwsLc, tunnel(false, true), false, 64);
             let mut b = good.clone();
             b.data_mut()[at] ^= bit;
             let r = open(&mut inb, &mut b);
@@ -306,10 +202,7 @@ fn every_single_bit_flip_is_caught() {
             assert!(
                 matches!(
                     r,
-                    Err(DropReason::BadIcv
-                        | DropReason::UnknownSpi
-                        | DropReason::TooOld
-                        | DropReason::Truncated)
+                    Err(DropReason::BadIcv | DropReason::UnknownSpi | DropReason::TooOld | DropReason::Truncated)
                 ),
                 "{r:?} at {at}"
             );
@@ -372,27 +265,15 @@ fn bad_padding_next_header_dummy_and_inner_are_distinguished() {
     let mut b = sealed_with_trailer(alg, &ip, &[1, 2, 9, 4, 4, 4]);
     assert_eq!(open(&mut fresh(), &mut b), Err(DropReason::BadPadding));
     let mut b = sealed_with_trailer(alg, &ip, &[1, 2, 3, 4, 200, 4]);
-    assert_eq!(
-        open(&mut fresh(), &mut b),
-        Err(DropReason::BadPadding),
-        "pad length beyond payload"
-    );
+    assert_eq!(open(&mut fresh(), &mut b), Err(DropReason::BadPadding), "pad length beyond payload");
     let mut b = sealed_with_trailer(alg, &ip, &[1, 2, 3, 4, 4, 17]);
     assert_eq!(open(&mut fresh(), &mut b), Err(DropReason::BadNextHeader));
     let mut b = sealed_with_trailer(alg, &ip, &[1, 2, 3, 4, 4, 59]);
     let mut sa = fresh();
     assert_eq!(open(&mut sa, &mut b), Err(DropReason::Dummy));
-    assert_eq!(
-        sa.replay.top(),
-        1,
-        "an authenticated dummy packet still advances the window"
-    );
+    assert_eq!(sa.replay.top(), 1, "an authenticated dummy packet still advances the window");
     let mut b = sealed_with_trailer(alg, &ip, &[1, 2, 3, 4, 4, 41]);
-    assert_eq!(
-        open(&mut fresh(), &mut b),
-        Err(DropReason::BadInnerPacket),
-        "IPv4 bytes labelled IPv6"
-    );
+    assert_eq!(open(&mut fresh(), &mut b), Err(DropReason::BadInnerPacket), "IPv4 bytes labelled IPv6");
     // TFC padding (RFC 4303 §2.7) after the inner packet is stripped.
     let mut with_tfc = ip.clone();
     with_tfc.extend_from_slice(&[0xee; 4]);
@@ -403,13 +284,7 @@ fn bad_padding_next_header_dummy_and_inner_are_distinguished() {
 
 #[test]
 fn unknown_spi_and_non_esp_are_refused() {
-    let (out, _) = pair(
-        Algorithm::Aes128Gcm,
-        Backend::AwsLc,
-        tunnel(false, true),
-        false,
-        64,
-    );
+    let (out, _) = pair(Algorithm::Aes128Gcm, Backend::AwsLc, tunnel(false, true), false, 64);
     let mut b = seal(&out, &inner(false, 8, 0));
     let loc = inbound::parse(b.data()).unwrap();
     let (e, _) = keys(Algorithm::Aes128Gcm, 7);
@@ -420,10 +295,7 @@ fn unknown_spi_and_non_esp_are_refused() {
         64,
         Lifetime::default(),
     );
-    assert_eq!(
-        inbound::decap(&mut other, &mut b, &loc),
-        Err(DropReason::UnknownSpi)
-    );
+    assert_eq!(inbound::decap(&mut other, &mut b, &loc), Err(DropReason::UnknownSpi));
     // IKE on 4500 (non-ESP marker) and a keepalive are not ESP.
     let mut ike = vec![0u8; 20 + 8 + 4 + 28];
     ipv4::Repr {
@@ -435,12 +307,7 @@ fn unknown_spi_and_non_esp_are_refused() {
         tos: 0,
     }
     .emit(&mut ipv4::Packet::new_unchecked(&mut ike[..]));
-    udp::Repr {
-        src_port: 4500,
-        dst_port: 4500,
-        payload_len: 32,
-    }
-    .emit(&mut udp::Packet::new_unchecked(&mut ike[20..]));
+    udp::Repr { src_port: 4500, dst_port: 4500, payload_len: 32 }.emit(&mut udp::Packet::new_unchecked(&mut ike[20..]));
     ike[32] = 0x11;
     assert_eq!(inbound::parse(&ike), Err(DropReason::NotEsp));
 }
@@ -458,13 +325,8 @@ fn esn_packets_beyond_2_32_round_trip() {
         Lifetime::default(),
         u64::from(u32::MAX) - 3,
     );
-    let mut inb = InboundSa::new(
-        SPI,
-        Transform::new(alg, Backend::AwsLc, &e, &a).unwrap(),
-        true,
-        64,
-        Lifetime::default(),
-    );
+    let mut inb =
+        InboundSa::new(SPI, Transform::new(alg, Backend::AwsLc, &e, &a).unwrap(), true, 64, Lifetime::default());
     let plain = inner(false, 16, 4);
     for i in 0..8 {
         let mut b = seal(&out, &plain);
@@ -478,63 +340,30 @@ fn esn_packets_beyond_2_32_round_trip() {
 fn lifetimes_raise_events_and_hard_limit_stops_traffic() {
     let alg = Algorithm::Aes128Gcm;
     let (e, _) = keys(alg, 1);
-    let lt = Lifetime {
-        soft_packets: 3,
-        hard_packets: 5,
-        ..Default::default()
-    };
-    let out = OutboundSa::new(
-        SPI,
-        Transform::new(alg, Backend::AwsLc, &e, &[]).unwrap(),
-        tunnel(false, false),
-        false,
-        lt,
-    );
+    let lt = Lifetime { soft_packets: 3, hard_packets: 5, ..Default::default() };
+    let out =
+        OutboundSa::new(SPI, Transform::new(alg, Backend::AwsLc, &e, &[]).unwrap(), tunnel(false, false), false, lt);
     let plain = inner(false, 4, 0);
     let mut events = Vec::new();
     for _ in 0..5 {
         let mut b = HeadroomBuf::from_slice(&plain);
         events.push(outbound::encap(&out, &mut b).unwrap().event);
     }
-    assert_eq!(
-        events,
-        vec![
-            None,
-            None,
-            Some(SaEvent::SoftLifetime),
-            None,
-            Some(SaEvent::HardLifetime)
-        ]
-    );
+    assert_eq!(events, vec![None, None, Some(SaEvent::SoftLifetime), None, Some(SaEvent::HardLifetime)]);
     let mut b = HeadroomBuf::from_slice(&plain);
-    assert_eq!(
-        outbound::encap(&out, &mut b).unwrap_err().reason,
-        DropReason::HardLifetime
-    );
+    assert_eq!(outbound::encap(&out, &mut b).unwrap_err().reason, DropReason::HardLifetime);
     assert_eq!(out.counters.errors(DropReason::HardLifetime), 1);
 }
 
 #[test]
 fn no_room_is_refused_not_panicking() {
-    let (out, _) = pair(
-        Algorithm::Aes128Gcm,
-        Backend::AwsLc,
-        tunnel(false, true),
-        false,
-        64,
-    );
+    let (out, _) = pair(Algorithm::Aes128Gcm, Backend::AwsLc, tunnel(false, true), false, 64);
     let plain = inner(false, 10, 0);
     let mut tight = HeadroomBuf::with_capacity(0, plain.len() + 64);
     tight.append(plain.len()).unwrap().copy_from_slice(&plain);
-    assert_eq!(
-        outbound::encap(&out, &mut tight).unwrap_err().reason,
-        DropReason::NoHeadroom
-    );
+    assert_eq!(outbound::encap(&out, &mut tight).unwrap_err().reason, DropReason::NoHeadroom);
     let mut b = HeadroomBuf::from_slice(&[0x45, 0, 0]);
-    assert_eq!(
-        outbound::encap(&out, &mut b).unwrap_err().reason,
-        DropReason::BadInnerPacket
-    );
+    assert_eq!(outbound::encap(&out, &mut b).unwrap_err().reason, DropReason::BadInnerPacket);
 }
 
 proptest! {

@@ -94,15 +94,7 @@ pub fn parse(pkt: &[u8]) -> Result<EspLocation, DropReason> {
     if spi == 0 {
         return Err(DropReason::NotEsp);
     }
-    Ok(EspLocation {
-        offset,
-        len: esp_end - offset,
-        spi,
-        seq: be32(pkt, offset + 4),
-        src,
-        dst,
-        udp_ports,
-    })
+    Ok(EspLocation { offset, len: esp_end - offset, spi, seq: be32(pkt, offset + 4), src, dst, udp_ports })
 }
 
 /// An ESP packet whose ICV has not been verified: only header fields are readable.
@@ -127,10 +119,7 @@ impl<'a> SealedEsp<'a> {
         let alg = sa.transform.algorithm();
         let start = 8 + alg.iv_len();
         let end = self.bytes.len() - alg.icv_len();
-        Ok(OpenedEsp {
-            plain: &self.bytes[start..end],
-            seq: self.seq,
-        })
+        Ok(OpenedEsp { plain: &self.bytes[start..end], seq: self.seq })
     }
 }
 
@@ -155,11 +144,7 @@ impl OpenedEsp<'_> {
         }
         let pad = &self.plain[n - 2 - pad_len..n - 2];
         // The default padding is 1, 2, 3, …; a receiver checks it (RFC 4303 §2.4).
-        if pad
-            .iter()
-            .enumerate()
-            .any(|(i, &b)| usize::from(b) != i + 1)
-        {
+        if pad.iter().enumerate().any(|(i, &b)| usize::from(b) != i + 1) {
             return Err(DropReason::BadPadding);
         }
         Ok((n - 2 - pad_len, next_header, pad_len + 2))
@@ -179,38 +164,21 @@ pub struct Opened {
 
 /// Decapsulates the packet located by `parse` for `sa`: `buf` then holds the inner IP
 /// packet. On error the reason has been counted on the SA and `buf` must be dropped.
-pub fn decap<B: PacketBuf>(
-    sa: &mut InboundSa,
-    buf: &mut B,
-    loc: &EspLocation,
-) -> Result<Opened, DropReason> {
+pub fn decap<B: PacketBuf>(sa: &mut InboundSa, buf: &mut B, loc: &EspLocation) -> Result<Opened, DropReason> {
     decap_inner(sa, buf, loc).map_err(|r| sa.counters.drop_for(r))
 }
 
-fn decap_inner<B: PacketBuf>(
-    sa: &mut InboundSa,
-    buf: &mut B,
-    loc: &EspLocation,
-) -> Result<Opened, DropReason> {
+fn decap_inner<B: PacketBuf>(sa: &mut InboundSa, buf: &mut B, loc: &EspLocation) -> Result<Opened, DropReason> {
     if sa.is_dead() {
         return Err(DropReason::HardLifetime);
     }
     if loc.spi != sa.spi {
         return Err(DropReason::UnknownSpi);
     }
-    let end = loc
-        .offset
-        .checked_add(loc.len)
-        .ok_or(DropReason::Truncated)?;
-    let esp = buf
-        .data_mut()
-        .get_mut(loc.offset..end)
-        .ok_or(DropReason::Truncated)?;
+    let end = loc.offset.checked_add(loc.len).ok_or(DropReason::Truncated)?;
+    let esp = buf.data_mut().get_mut(loc.offset..end).ok_or(DropReason::Truncated)?;
     let alg = sa.transform.algorithm();
-    let body = esp
-        .len()
-        .checked_sub(8 + alg.iv_len() + alg.icv_len())
-        .ok_or(DropReason::Truncated)?;
+    let body = esp.len().checked_sub(8 + alg.iv_len() + alg.icv_len()).ok_or(DropReason::Truncated)?;
     if body < 2 || body % alg.block_len() != 0 {
         return Err(DropReason::BadLength);
     }
@@ -258,11 +226,7 @@ fn decap_inner<B: PacketBuf>(
     if event == Some(SaEvent::HardLifetime) {
         sa.mark_dead();
     }
-    Ok(Opened {
-        seq,
-        next_header,
-        event,
-    })
+    Ok(Opened { seq, next_header, event })
 }
 
 fn replay_reason(e: ReplayError) -> DropReason {

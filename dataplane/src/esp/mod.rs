@@ -137,8 +137,7 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
         }
-        let names: std::collections::HashSet<_> =
-            DropReason::ALL.iter().map(|r| r.name()).collect();
+        let names: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(names.len(), DropReason::COUNT, "names are unique");
     }
 }

@@ -37,17 +37,18 @@ impl ReplayWindow {
     pub fn new(size: u32, esn: bool) -> Self {
         let size = size.clamp(MIN_WINDOW, MAX_WINDOW).div_ceil(64) * 64;
         let words = (size as usize / 64 + 1).next_power_of_two();
-        Self {
-            top: 0,
-            size: u64::from(size),
-            esn,
-            words: vec![0; words].into_boxed_slice(),
-        }
+        Self { top: 0, size: u64::from(size), esn, words: vec![0; words].into_boxed_slice() }
     }
 
     /// Window size in packets.
     pub fn size(&self) -> u32 {
         self.size as u32
+    }
+
+    /// Forgets every sequence number seen (benchmarks reuse one SA for many opens).
+    pub fn reset(&mut self) {
+        self.top = 0;
+        self.words.fill(0);
     }
 
     /// Highest authenticated sequence number.
@@ -140,16 +141,8 @@ mod tests {
             w.update(s).unwrap();
             assert_eq!(w.check(s), Err(ReplayError::Replayed));
         }
-        assert_eq!(
-            w.check(200 - 63),
-            Err(ReplayError::Replayed),
-            "inside the window"
-        );
-        assert_eq!(
-            w.check(200 - 64),
-            Err(ReplayError::TooOld),
-            "just left of the window"
-        );
+        assert_eq!(w.check(200 - 63), Err(ReplayError::Replayed), "inside the window");
+        assert_eq!(w.check(200 - 64), Err(ReplayError::TooOld), "just left of the window");
         assert_eq!(w.check(0), Err(ReplayError::TooOld), "zero is never valid");
     }
 
@@ -190,11 +183,7 @@ mod tests {
         assert_eq!(w.infer(0xffff_fff5), 0xffff_fff5, "same sub-space");
         assert_eq!(w.infer(3), 0x1_0000_0003, "wrapped: next sub-space");
         w.update(0x1_0000_0003).unwrap();
-        assert_eq!(
-            w.infer(0xffff_fff8),
-            0xffff_fff8,
-            "window spans: high value is the old sub-space"
-        );
+        assert_eq!(w.infer(0xffff_fff8), 0xffff_fff8, "window spans: high value is the old sub-space");
         assert_eq!(w.infer(10), 0x1_0000_000a);
         assert_eq!(w.check(w.infer(0xffff_fff0)), Err(ReplayError::Replayed));
     }

@@ -80,10 +80,7 @@ impl Algorithm {
 
     /// Whether this is a combined-mode (AEAD) algorithm.
     pub fn is_aead(self) -> bool {
-        matches!(
-            self,
-            Algorithm::Aes128Gcm | Algorithm::Aes256Gcm | Algorithm::ChaCha20Poly1305
-        )
+        matches!(self, Algorithm::Aes128Gcm | Algorithm::Aes256Gcm | Algorithm::ChaCha20Poly1305)
     }
 
     /// Length of the encryption key material; for AEADs it includes the 4-byte salt
@@ -194,9 +191,7 @@ pub struct Transform {
 impl core::fmt::Debug for Transform {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Keys and salt are secrets: only the algorithm is shown.
-        f.debug_struct("Transform")
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
+        f.debug_struct("Transform").field("alg", &self.alg).finish_non_exhaustive()
     }
 }
 
@@ -209,12 +204,7 @@ impl Drop for Transform {
 impl Transform {
     /// Builds a transform from key material. `enc_key` includes the salt for AEADs;
     /// `auth_key` is empty for AEADs.
-    pub fn new(
-        alg: Algorithm,
-        backend: Backend,
-        enc_key: &[u8],
-        auth_key: &[u8],
-    ) -> Result<Self, CryptoError> {
+    pub fn new(alg: Algorithm, backend: Backend, enc_key: &[u8], auth_key: &[u8]) -> Result<Self, CryptoError> {
         if enc_key.len() != alg.enc_key_len() || auth_key.len() != alg.auth_key_len() {
             return Err(CryptoError::KeyLength);
         }
@@ -229,52 +219,37 @@ impl Transform {
                         Algorithm::Aes256Gcm => &aws_lc_rs::aead::AES_256_GCM,
                         _ => &aws_lc_rs::aead::CHACHA20_POLY1305,
                     };
-                    let k = aws_lc_rs::aead::UnboundKey::new(a, key)
-                        .map_err(|_| CryptoError::KeyLength)?;
+                    let k = aws_lc_rs::aead::UnboundKey::new(a, key).map_err(|_| CryptoError::KeyLength)?;
                     Inner::AwsLc(aws_lc_rs::aead::LessSafeKey::new(k))
                 }
                 Backend::RustCrypto => match alg {
                     Algorithm::Aes128Gcm => Inner::RcGcm128(Box::new(
-                        aes_gcm::Aes128Gcm::new_from_slice(key)
-                            .map_err(|_| CryptoError::KeyLength)?,
+                        aes_gcm::Aes128Gcm::new_from_slice(key).map_err(|_| CryptoError::KeyLength)?,
                     )),
                     Algorithm::Aes256Gcm => Inner::RcGcm256(Box::new(
-                        aes_gcm::Aes256Gcm::new_from_slice(key)
-                            .map_err(|_| CryptoError::KeyLength)?,
+                        aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|_| CryptoError::KeyLength)?,
                     )),
                     _ => Inner::RcChaCha(Box::new(
-                        chacha20poly1305::ChaCha20Poly1305::new_from_slice(key)
-                            .map_err(|_| CryptoError::KeyLength)?,
+                        chacha20poly1305::ChaCha20Poly1305::new_from_slice(key).map_err(|_| CryptoError::KeyLength)?,
                     )),
                 },
             }
         } else {
             let cipher = match enc_key.len() {
-                16 => CbcCipher::A128(
-                    aes::Aes128::new_from_slice(enc_key).map_err(|_| CryptoError::KeyLength)?,
-                ),
-                _ => CbcCipher::A256(
-                    aes::Aes256::new_from_slice(enc_key).map_err(|_| CryptoError::KeyLength)?,
-                ),
+                16 => CbcCipher::A128(aes::Aes128::new_from_slice(enc_key).map_err(|_| CryptoError::KeyLength)?),
+                _ => CbcCipher::A256(aes::Aes256::new_from_slice(enc_key).map_err(|_| CryptoError::KeyLength)?),
             };
             let mac = match alg {
                 Algorithm::Aes128CbcSha1 | Algorithm::Aes256CbcSha1 => CbcMac::Sha1(
-                    <Hmac<sha1::Sha1> as Mac>::new_from_slice(auth_key)
-                        .map_err(|_| CryptoError::KeyLength)?,
+                    <Hmac<sha1::Sha1> as Mac>::new_from_slice(auth_key).map_err(|_| CryptoError::KeyLength)?,
                 ),
                 _ => CbcMac::Sha256(
-                    <Hmac<sha2::Sha256> as Mac>::new_from_slice(auth_key)
-                        .map_err(|_| CryptoError::KeyLength)?,
+                    <Hmac<sha2::Sha256> as Mac>::new_from_slice(auth_key).map_err(|_| CryptoError::KeyLength)?,
                 ),
             };
             let iv_seed: Zeroizing<[u8; 16]> = Zeroizing::new(rand::random());
-            let iv_key =
-                aes::Aes128::new_from_slice(&iv_seed[..]).map_err(|_| CryptoError::KeyLength)?;
-            Inner::Cbc(Box::new(CbcHmac {
-                cipher,
-                mac,
-                iv_key,
-            }))
+            let iv_key = aes::Aes128::new_from_slice(&iv_seed[..]).map_err(|_| CryptoError::KeyLength)?;
+            Inner::Cbc(Box::new(CbcHmac { cipher, mac, iv_key }))
         };
         Ok(Transform { alg, salt, inner })
     }
@@ -330,10 +305,7 @@ impl Transform {
 
     fn check_len(&self, esp: &[u8]) -> Result<(usize, usize), CryptoError> {
         let (iv, icv) = (self.alg.iv_len(), self.alg.icv_len());
-        let body = esp
-            .len()
-            .checked_sub(HEADER_LEN + iv + icv)
-            .ok_or(CryptoError::Length)?;
+        let body = esp.len().checked_sub(HEADER_LEN + iv + icv).ok_or(CryptoError::Length)?;
         if body < 2 || body % self.alg.block_len() != 0 {
             return Err(CryptoError::Length);
         }
@@ -351,11 +323,7 @@ impl Transform {
             Inner::Cbc(c) => {
                 {
                     let (head, rest) = esp.split_at_mut(body_start);
-                    cbc_encrypt(
-                        &c.cipher,
-                        &head[HEADER_LEN..],
-                        &mut rest[..body_end - body_start],
-                    )?;
+                    cbc_encrypt(&c.cipher, &head[HEADER_LEN..], &mut rest[..body_end - body_start])?;
                 }
                 let (authenticated, icv_out) = esp.split_at_mut(body_end);
                 c.mac.sign(authenticated, esn_hi, icv_out);
@@ -417,11 +385,7 @@ impl Transform {
                     return Err(CryptoError::Integrity);
                 }
                 let (head, rest) = esp.split_at_mut(body_start);
-                cbc_decrypt(
-                    &c.cipher,
-                    &head[HEADER_LEN..],
-                    &mut rest[..body_end - body_start],
-                )
+                cbc_decrypt(&c.cipher, &head[HEADER_LEN..], &mut rest[..body_end - body_start])
             }
             aead => {
                 let mut aad = [0u8; 12];
@@ -439,33 +403,18 @@ impl Transform {
                         .map_err(|_| CryptoError::Integrity),
                     Inner::RcGcm128(k) => {
                         let (body, icv) = rest.split_at_mut(body_end - body_start);
-                        k.decrypt_in_place_detached(
-                            (&nonce).into(),
-                            &aad[..aad_len],
-                            body,
-                            (&*icv).into(),
-                        )
-                        .map_err(|_| CryptoError::Integrity)
+                        k.decrypt_in_place_detached((&nonce).into(), &aad[..aad_len], body, (&*icv).into())
+                            .map_err(|_| CryptoError::Integrity)
                     }
                     Inner::RcGcm256(k) => {
                         let (body, icv) = rest.split_at_mut(body_end - body_start);
-                        k.decrypt_in_place_detached(
-                            (&nonce).into(),
-                            &aad[..aad_len],
-                            body,
-                            (&*icv).into(),
-                        )
-                        .map_err(|_| CryptoError::Integrity)
+                        k.decrypt_in_place_detached((&nonce).into(), &aad[..aad_len], body, (&*icv).into())
+                            .map_err(|_| CryptoError::Integrity)
                     }
                     Inner::RcChaCha(k) => {
                         let (body, icv) = rest.split_at_mut(body_end - body_start);
-                        k.decrypt_in_place_detached(
-                            (&nonce).into(),
-                            &aad[..aad_len],
-                            body,
-                            (&*icv).into(),
-                        )
-                        .map_err(|_| CryptoError::Integrity)
+                        k.decrypt_in_place_detached((&nonce).into(), &aad[..aad_len], body, (&*icv).into())
+                            .map_err(|_| CryptoError::Integrity)
                     }
                     Inner::Cbc(_) => Err(CryptoError::Length),
                 }
@@ -539,20 +488,14 @@ mod tests {
     fn packet(alg: Algorithm, body: usize) -> Vec<u8> {
         let mut p = vec![0u8; HEADER_LEN + alg.iv_len() + body + alg.icv_len()];
         p[..8].copy_from_slice(&[0, 0, 0x10, 0x01, 0, 0, 0, 7]);
-        for (i, b) in p[HEADER_LEN + alg.iv_len()..][..body]
-            .iter_mut()
-            .enumerate()
-        {
+        for (i, b) in p[HEADER_LEN + alg.iv_len()..][..body].iter_mut().enumerate() {
             *b = i as u8;
         }
         p
     }
 
     fn keys(alg: Algorithm) -> (Vec<u8>, Vec<u8>) {
-        (
-            (0..alg.enc_key_len() as u8).collect(),
-            (100..100 + alg.auth_key_len() as u8).collect(),
-        )
+        ((0..alg.enc_key_len() as u8).collect(), (100..100 + alg.auth_key_len() as u8).collect())
     }
 
     #[test]
@@ -576,18 +519,11 @@ mod tests {
                     for at in [0, 5, 8, sealed.len() - 1] {
                         let mut bad = sealed.clone();
                         bad[at] ^= 0x40;
-                        assert_eq!(
-                            t.open(&mut bad, esn),
-                            Err(CryptoError::Integrity),
-                            "{alg:?} byte {at}"
-                        );
+                        assert_eq!(t.open(&mut bad, esn), Err(CryptoError::Integrity), "{alg:?} byte {at}");
                     }
                     // The ESN high bits are authenticated although they are not sent.
                     let mut other = sealed.clone();
-                    assert_eq!(
-                        t.open(&mut other, Some(esn.unwrap_or(0) + 1)),
-                        Err(CryptoError::Integrity)
-                    );
+                    assert_eq!(t.open(&mut other, Some(esn.unwrap_or(0) + 1)), Err(CryptoError::Integrity));
                 }
             }
         }
@@ -595,11 +531,7 @@ mod tests {
 
     #[test]
     fn backends_agree_byte_for_byte() {
-        for alg in [
-            Algorithm::Aes128Gcm,
-            Algorithm::Aes256Gcm,
-            Algorithm::ChaCha20Poly1305,
-        ] {
+        for alg in [Algorithm::Aes128Gcm, Algorithm::Aes256Gcm, Algorithm::ChaCha20Poly1305] {
             let (ek, ak) = keys(alg);
             let a = Transform::new(alg, Backend::AwsLc, &ek, &ak).unwrap();
             let b = Transform::new(alg, Backend::RustCrypto, &ek, &ak).unwrap();
@@ -616,17 +548,10 @@ mod tests {
     fn refuses_bad_lengths() {
         let alg = Algorithm::Aes128CbcSha256;
         let (ek, ak) = keys(alg);
-        assert_eq!(
-            Transform::new(alg, Backend::AwsLc, &ek[1..], &ak).err(),
-            Some(CryptoError::KeyLength)
-        );
+        assert_eq!(Transform::new(alg, Backend::AwsLc, &ek[1..], &ak).err(), Some(CryptoError::KeyLength));
         let t = Transform::new(alg, Backend::AwsLc, &ek, &ak).unwrap();
         let mut p = packet(alg, 17);
-        assert_eq!(
-            t.seal(&mut p, None),
-            Err(CryptoError::Length),
-            "not a whole block"
-        );
+        assert_eq!(t.seal(&mut p, None), Err(CryptoError::Length), "not a whole block");
         let mut short = vec![0u8; 20];
         assert_eq!(t.open(&mut short, None), Err(CryptoError::Length));
     }

@@ -79,7 +79,8 @@ impl Default for SaCounters {
 }
 
 impl SaCounters {
-    /// Packets processed successfully.
+    /// Packets processed successfully (inbound; an outbound SA derives its count from the
+    /// sequence number: `OutboundSa::packets`).
     pub fn packets(&self) -> u64 {
         self.packets.load(Relaxed)
     }
@@ -94,6 +95,9 @@ impl SaCounters {
     /// Total packets dropped.
     pub fn total_errors(&self) -> u64 {
         self.errors.iter().map(|e| e.load(Relaxed)).sum()
+    }
+    pub(crate) fn add_bytes(&self, bytes: usize) -> u64 {
+        self.bytes.fetch_add(bytes as u64, Relaxed) + bytes as u64
     }
     pub(crate) fn add(&self, bytes: usize) -> (u64, u64) {
         let p = self.packets.fetch_add(1, Relaxed) + 1;
@@ -156,6 +160,8 @@ pub struct OutboundSa {
     pub counters: SaCounters,
     /// Last sequence number handed out.
     seq: AtomicU64,
+    /// The first sequence number this SA object sends.
+    first_seq: u64,
     /// Whether a hard limit was hit: every later packet is refused.
     dead: AtomicBool,
     pub(crate) events: EventLatch,
@@ -166,25 +172,12 @@ const SEQ_SOFT_MARGIN: u64 = 1 << 20;
 
 impl OutboundSa {
     /// A new outbound SA whose first packet carries sequence number 1.
-    pub fn new(
-        spi: u32,
-        transform: Transform,
-        tunnel: Tunnel,
-        esn: bool,
-        lifetime: Lifetime,
-    ) -> Self {
+    pub fn new(spi: u32, transform: Transform, tunnel: Tunnel, esn: bool, lifetime: Lifetime) -> Self {
         Self::with_seq(spi, transform, tunnel, esn, lifetime, 0)
     }
 
     /// Like `new`, continuing after sequence number `last` (tests, and the pcap tool's `--seq`).
-    pub fn with_seq(
-        spi: u32,
-        transform: Transform,
-        tunnel: Tunnel,
-        esn: bool,
-        lifetime: Lifetime,
-        last: u64,
-    ) -> Self {
+    pub fn with_seq(spi: u32, transform: Transform, tunnel: Tunnel, esn: bool, lifetime: Lifetime, last: u64) -> Self {
         Self {
             spi,
             transform,
@@ -193,6 +186,7 @@ impl OutboundSa {
             lifetime,
             counters: SaCounters::default(),
             seq: AtomicU64::new(last),
+            first_seq: last.wrapping_add(1),
             dead: AtomicBool::new(false),
             events: EventLatch::default(),
         }
@@ -208,32 +202,32 @@ impl OutboundSa {
         self.dead.load(Relaxed)
     }
 
+    /// The first sequence number this SA sends.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Packets sealed: every sequence number handed out is a packet sent, because `encap`
+    /// takes one only after everything that can fail has been checked.
+    pub fn packets(&self) -> u64 {
+        (self.seq.load(Relaxed) + 1).saturating_sub(self.first_seq)
+    }
+
     /// Takes the next sequence number, or explains why there is none (RFC 4303 §3.3.3: the
     /// counter must not cycle; the SA must be rekeyed instead).
     pub(crate) fn next_seq(&self) -> Result<(u64, Option<SaEvent>), (DropReason, Option<SaEvent>)> {
         if self.dead.load(Relaxed) {
             return Err((DropReason::HardLifetime, None));
         }
-        let max = if self.esn {
-            u64::MAX
-        } else {
-            u64::from(u32::MAX)
-        };
+        let max = if self.esn { u64::MAX } else { u64::from(u32::MAX) };
         let seq = self.seq.fetch_add(1, Relaxed).wrapping_add(1);
         if seq > max || seq == 0 {
             // Park the counter at the end so it cannot wrap under continued traffic.
             self.seq.store(max, Relaxed);
             self.dead.store(true, Relaxed);
-            return Err((
-                DropReason::SeqExhausted,
-                self.events.fire(SaEvent::SeqExhausted),
-            ));
+            return Err((DropReason::SeqExhausted, self.events.fire(SaEvent::SeqExhausted)));
         }
-        let ev = if max - seq < SEQ_SOFT_MARGIN {
-            self.events.fire(SaEvent::SoftLifetime)
-        } else {
-            None
-        };
+        let ev = if max - seq < SEQ_SOFT_MARGIN { self.events.fire(SaEvent::SoftLifetime) } else { None };
         Ok((seq, ev))
     }
 
@@ -294,11 +288,7 @@ mod tests {
 
     fn sa(esn: bool, last: u64) -> OutboundSa {
         let t = Transform::new(Algorithm::Aes128Gcm, Backend::AwsLc, &[7; 20], &[]).unwrap();
-        let tunnel = Tunnel {
-            local: "192.0.2.1".parse().unwrap(),
-            remote: "192.0.2.2".parse().unwrap(),
-            encap: None,
-        };
+        let tunnel = Tunnel { local: "192.0.2.1".parse().unwrap(), remote: "192.0.2.2".parse().unwrap(), encap: None };
         OutboundSa::with_seq(1, t, tunnel, esn, Lifetime::default(), last)
     }
 
@@ -308,11 +298,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<OutboundSa>() % 64, 0);
         assert_eq!(core::mem::size_of::<InboundSa>() % 64, 0);
         // Guard against the hot structs growing by accident.
-        assert!(
-            core::mem::size_of::<OutboundSa>() <= 384,
-            "{}",
-            core::mem::size_of::<OutboundSa>()
-        );
+        assert!(core::mem::size_of::<OutboundSa>() <= 384, "{}", core::mem::size_of::<OutboundSa>());
     }
 
     #[test]
@@ -320,15 +306,8 @@ mod tests {
         let s = sa(false, u64::from(u32::MAX) - 2);
         assert_eq!(s.next_seq().unwrap().0, u64::from(u32::MAX) - 1);
         assert_eq!(s.next_seq().unwrap().0, u64::from(u32::MAX));
-        assert_eq!(
-            s.next_seq().unwrap_err(),
-            (DropReason::SeqExhausted, Some(SaEvent::SeqExhausted))
-        );
-        assert_eq!(
-            s.next_seq().unwrap_err(),
-            (DropReason::HardLifetime, None),
-            "reported once, then dead"
-        );
+        assert_eq!(s.next_seq().unwrap_err(), (DropReason::SeqExhausted, Some(SaEvent::SeqExhausted)));
+        assert_eq!(s.next_seq().unwrap_err(), (DropReason::HardLifetime, None), "reported once, then dead");
         assert!(s.is_dead());
     }
 
@@ -337,25 +316,14 @@ mod tests {
         let s = sa(true, u64::from(u32::MAX));
         assert_eq!(s.next_seq().unwrap(), (1 << 32, None));
         let s = sa(true, u64::MAX - 10);
-        assert_eq!(
-            s.next_seq().unwrap(),
-            (u64::MAX - 9, Some(SaEvent::SoftLifetime))
-        );
-        assert_eq!(
-            s.next_seq().unwrap(),
-            (u64::MAX - 8, None),
-            "soft event fires once"
-        );
+        assert_eq!(s.next_seq().unwrap(), (u64::MAX - 9, Some(SaEvent::SoftLifetime)));
+        assert_eq!(s.next_seq().unwrap(), (u64::MAX - 8, None), "soft event fires once");
     }
 
     #[test]
     fn lifetimes_fire_once_each() {
         let latch = EventLatch::default();
-        let lt = Lifetime {
-            soft_packets: 2,
-            hard_packets: 4,
-            ..Default::default()
-        };
+        let lt = Lifetime { soft_packets: 2, hard_packets: 4, ..Default::default() };
         assert_eq!(latch.after(&lt, 1, 100), None);
         assert_eq!(latch.after(&lt, 2, 200), Some(SaEvent::SoftLifetime));
         assert_eq!(latch.after(&lt, 3, 300), None);

@@ -130,11 +130,7 @@ impl Repr {
     /// Parses an Ethernet/IPv4 request or reply.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
         p.check_len()?;
-        if p.hardware_type() != 1
-            || p.protocol_type() != 0x0800
-            || p.hardware_len() != 6
-            || p.protocol_len() != 4
-        {
+        if p.hardware_type() != 1 || p.protocol_type() != 0x0800 || p.hardware_len() != 6 || p.protocol_len() != 4 {
             return Err(Error);
         }
         let operation = match p.operation() {
@@ -172,8 +168,8 @@ mod tests {
     use super::*;
 
     static REQUEST: [u8; 28] = [
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 10, 0,
-        0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2,
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 10, 0, 0, 1, 0, 0, 0, 0, 0,
+        0, 10, 0, 0, 2,
     ];
 
     fn repr() -> Repr {
@@ -199,10 +195,7 @@ mod tests {
         let mut buf = [0u8; 28];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_fixed(1);
-        p.set_source(
-            MacAddr([0x11, 0x12, 0x13, 0x14, 0x15, 0x16]),
-            Ipv4Addr::new(10, 0, 0, 1),
-        );
+        p.set_source(MacAddr([0x11, 0x12, 0x13, 0x14, 0x15, 0x16]), Ipv4Addr::new(10, 0, 0, 1));
         p.set_target(MacAddr([0; 6]), Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(buf, REQUEST);
     }
@@ -216,22 +209,13 @@ mod tests {
 
     #[test]
     fn parse() {
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&REQUEST[..])).unwrap(),
-            repr()
-        );
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&REQUEST[..])).unwrap(), repr());
         let mut bad = REQUEST;
         bad[7] = 9;
-        assert!(
-            Repr::parse(&Packet::new_unchecked(&bad[..])).is_err(),
-            "unknown operation"
-        );
+        assert!(Repr::parse(&Packet::new_unchecked(&bad[..])).is_err(), "unknown operation");
         let mut bad = REQUEST;
         bad[1] = 6;
-        assert!(
-            Repr::parse(&Packet::new_unchecked(&bad[..])).is_err(),
-            "not Ethernet"
-        );
+        assert!(Repr::parse(&Packet::new_unchecked(&bad[..])).is_err(), "not Ethernet");
     }
 
     #[test]

@@ -79,10 +79,7 @@ impl Repr {
         if p.spi() == 0 {
             return Err(Error);
         }
-        Ok(Repr {
-            spi: p.spi(),
-            seq: p.seq(),
-        })
+        Ok(Repr { spi: p.spi(), seq: p.seq() })
     }
 
     /// Header length.
@@ -104,10 +101,7 @@ mod tests {
     static PACKET: [u8; 10] = [0xc0, 0x01, 0x02, 0x03, 0x00, 0x00, 0x00, 0x05, 0xaa, 0xbb];
 
     fn repr() -> Repr {
-        Repr {
-            spi: 0xc001_0203,
-            seq: 5,
-        }
+        Repr { spi: 0xc001_0203, seq: 5 }
     }
 
     #[test]
@@ -136,15 +130,9 @@ mod tests {
 
     #[test]
     fn parse() {
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&PACKET[..])).unwrap(),
-            repr()
-        );
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&PACKET[..])).unwrap(), repr());
         let zero = [0u8; 8];
-        assert!(
-            Repr::parse(&Packet::new_unchecked(&zero[..])).is_err(),
-            "SPI 0 is reserved"
-        );
+        assert!(Repr::parse(&Packet::new_unchecked(&zero[..])).is_err(), "SPI 0 is reserved");
     }
 
     #[test]

@@ -32,11 +32,7 @@ impl Address {
 impl core::fmt::Display for Address {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -135,11 +131,7 @@ impl Repr {
     /// Reads the header fields.
     pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<Repr> {
         frame.check_len()?;
-        Ok(Repr {
-            src_addr: frame.src_addr(),
-            dst_addr: frame.dst_addr(),
-            ethertype: frame.ethertype(),
-        })
+        Ok(Repr { src_addr: frame.src_addr(), dst_addr: frame.dst_addr(), ethertype: frame.ethertype() })
     }
 
     /// Header length.
@@ -159,10 +151,8 @@ impl Repr {
 mod tests {
     use super::*;
 
-    static FRAME: [u8; 18] = [
-        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x08, 0x00, 0xaa,
-        0xbb, 0xcc, 0xdd,
-    ];
+    static FRAME: [u8; 18] =
+        [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x08, 0x00, 0xaa, 0xbb, 0xcc, 0xdd];
 
     fn repr() -> Repr {
         Repr {
@@ -202,10 +192,7 @@ mod tests {
 
     #[test]
     fn parse() {
-        assert_eq!(
-            Repr::parse(&Frame::new_unchecked(&FRAME[..])).unwrap(),
-            repr()
-        );
+        assert_eq!(Repr::parse(&Frame::new_unchecked(&FRAME[..])).unwrap(), repr());
     }
 
     #[test]

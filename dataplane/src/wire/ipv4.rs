@@ -170,10 +170,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
     /// The payload, writable.
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let (h, t) = (
-            usize::from(self.header_len()),
-            usize::from(self.total_len()),
-        );
+        let (h, t) = (usize::from(self.header_len()), usize::from(self.total_len()));
         &mut self.buffer.as_mut()[h..t]
     }
 }
@@ -239,8 +236,8 @@ mod tests {
 
     // A UDP packet 10.0.0.1 → 10.0.0.2, 4 payload bytes, checksum 0x66d3.
     static PACKET: [u8; 24] = [
-        0x45, 0x00, 0x00, 0x18, 0x00, 0x00, 0x00, 0x00, 0x40, 0x11, 0x66, 0xd3, 10, 0, 0, 1, 10, 0,
-        0, 2, 0xaa, 0xbb, 0xcc, 0xdd,
+        0x45, 0x00, 0x00, 0x18, 0x00, 0x00, 0x00, 0x00, 0x40, 0x11, 0x66, 0xd3, 10, 0, 0, 1, 10, 0, 0, 2, 0xaa, 0xbb,
+        0xcc, 0xdd,
     ];
 
     fn repr() -> Repr {
@@ -296,22 +293,13 @@ mod tests {
 
     #[test]
     fn parse() {
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&PACKET[..])).unwrap(),
-            repr()
-        );
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&PACKET[..])).unwrap(), repr());
         let mut bad = PACKET;
         bad[11] ^= 1;
-        assert!(
-            Repr::parse(&Packet::new_unchecked(&bad[..])).is_err(),
-            "bad checksum"
-        );
+        assert!(Repr::parse(&Packet::new_unchecked(&bad[..])).is_err(), "bad checksum");
         let mut bad = PACKET;
         bad[0] = 0x65;
-        assert!(
-            Repr::parse(&Packet::new_unchecked(&bad[..])).is_err(),
-            "version 6"
-        );
+        assert!(Repr::parse(&Packet::new_unchecked(&bad[..])).is_err(), "version 6");
     }
 
     #[test]

@@ -85,11 +85,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version 6, traffic class and flow label.
     pub fn set_version_class_flow(&mut self, class: u8, flow: u32) {
-        put32(
-            self.buffer.as_mut(),
-            0,
-            (6 << 28) | (u32::from(class) << 20) | (flow & 0xf_ffff),
-        );
+        put32(self.buffer.as_mut(), 0, (6 << 28) | (u32::from(class) << 20) | (flow & 0xf_ffff));
     }
     /// Sets the payload length.
     pub fn set_payload_len(&mut self, v: u16) {

@@ -46,21 +46,13 @@ mod tests {
         let mut p = [0u8; 32];
         p[4] = 0x11;
         assert_eq!(classify(&p), Ok(Payload::Ike));
-        assert_eq!(
-            classify(&[0, 0, 0, 0]),
-            Err(Error),
-            "marker with nothing after it"
-        );
+        assert_eq!(classify(&[0, 0, 0, 0]), Err(Error), "marker with nothing after it");
     }
 
     #[test]
     fn esp() {
         assert_eq!(classify(&[0, 0, 0, 1, 0, 0, 0, 1]), Ok(Payload::Esp));
-        assert_eq!(
-            classify(&[0, 0, 0, 1, 0, 0, 0]),
-            Err(Error),
-            "shorter than an ESP header"
-        );
+        assert_eq!(classify(&[0, 0, 0, 1, 0, 0, 0]), Err(Error), "shorter than an ESP header");
         assert_eq!(classify(&[]), Err(Error));
     }
 }

@@ -98,11 +98,7 @@ impl Repr {
     /// (RFC 3948 §2.1), and the ESP ICV protects the payload anyway.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
         p.check_len()?;
-        Ok(Repr {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-            payload_len: usize::from(p.len()) - HEADER_LEN,
-        })
+        Ok(Repr { src_port: p.src_port(), dst_port: p.dst_port(), payload_len: usize::from(p.len()) - HEADER_LEN })
     }
 
     /// Header length.
@@ -126,20 +122,13 @@ mod tests {
     static PACKET: [u8; 12] = [0x11, 0x94, 0x11, 0x94, 0x00, 0x0c, 0x00, 0x00, 1, 2, 3, 4];
 
     fn repr() -> Repr {
-        Repr {
-            src_port: 4500,
-            dst_port: 4500,
-            payload_len: 4,
-        }
+        Repr { src_port: 4500, dst_port: 4500, payload_len: 4 }
     }
 
     #[test]
     fn deconstruct() {
         let p = Packet::new_checked(&PACKET[..]).unwrap();
-        assert_eq!(
-            (p.src_port(), p.dst_port(), p.len(), p.checksum()),
-            (4500, 4500, 12, 0)
-        );
+        assert_eq!((p.src_port(), p.dst_port(), p.len(), p.checksum()), (4500, 4500, 12, 0));
         assert_eq!(p.payload(), &[1, 2, 3, 4]);
     }
 
@@ -162,18 +151,12 @@ mod tests {
         }
         let mut bad = PACKET;
         bad[5] = 4;
-        assert!(
-            Packet::new_checked(&bad[..]).is_err(),
-            "length field below 8"
-        );
+        assert!(Packet::new_checked(&bad[..]).is_err(), "length field below 8");
     }
 
     #[test]
     fn parse() {
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&PACKET[..])).unwrap(),
-            repr()
-        );
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&PACKET[..])).unwrap(), repr());
     }
 
     #[test]

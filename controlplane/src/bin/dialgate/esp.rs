@@ -49,9 +49,7 @@ fn parse_u32(s: &str) -> anyhow::Result<u32> {
 
 fn parse_hex(flag: &str, s: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    hex::decode(s)
-        .map(Zeroizing::new)
-        .map_err(|_| anyhow!("{flag}: not a hex string"))
+    hex::decode(s).map(Zeroizing::new).map_err(|_| anyhow!("{flag}: not a hex string"))
 }
 
 fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
@@ -80,17 +78,12 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
     let mut positional = Vec::new();
     let mut it = args[1..].iter().peekable();
     while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| anyhow!("{name} needs a value"))
-        };
+        let mut val = |name: &str| it.next().cloned().ok_or_else(|| anyhow!("{name} needs a value"));
         match a.as_str() {
             "--spi" => o.spi = parse_u32(&val("--spi")?).context("--spi")?,
             "--transform" => {
                 let v = val("--transform")?;
-                o.alg = Algorithm::from_name(&v)
-                    .ok_or_else(|| anyhow!("--transform: unknown {v:?}\n{USAGE}"))?;
+                o.alg = Algorithm::from_name(&v).ok_or_else(|| anyhow!("--transform: unknown {v:?}\n{USAGE}"))?;
                 have_transform = true;
             }
             "--key" => o.key = parse_hex("--key", &val("--key")?)?,
@@ -98,10 +91,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             "--seq" => o.seq = val("--seq")?.parse().context("--seq")?,
             "--esn" => o.esn = true,
             "--udp-encap" => {
-                let mut e = UdpEncap {
-                    local_port: 4500,
-                    remote_port: 4500,
-                };
+                let mut e = UdpEncap { local_port: 4500, remote_port: 4500 };
                 if let Some(next) = it.peek() {
                     if let Some((s, d)) = next.split_once(':') {
                         e.local_port = s.parse().context("--udp-encap source port")?;
@@ -113,9 +103,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             }
             "--tunnel-src" => o.src = Some(val("--tunnel-src")?.parse().context("--tunnel-src")?),
             "--tunnel-dst" => o.dst = Some(val("--tunnel-dst")?.parse().context("--tunnel-dst")?),
-            "--replay-window" => {
-                o.window = val("--replay-window")?.parse().context("--replay-window")?
-            }
+            "--replay-window" => o.window = val("--replay-window")?.parse().context("--replay-window")?,
             "--backend" => {
                 o.backend = match val("--backend")?.as_str() {
                     "aws-lc" => Backend::AwsLc,
@@ -133,30 +121,16 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
     if o.spi == 0 {
         bail!("--spi is required and must not be 0");
     }
-    let [input, output] = <[String; 2]>::try_from(positional)
-        .map_err(|_| anyhow!("need IN.pcap and OUT.pcap\n{USAGE}"))?;
+    let [input, output] =
+        <[String; 2]>::try_from(positional).map_err(|_| anyhow!("need IN.pcap and OUT.pcap\n{USAGE}"))?;
     o.input = input;
     o.output = output;
     if o.key.len() != o.alg.enc_key_len() {
-        let what = if o.alg.is_aead() {
-            " (key followed by the 4-byte salt)"
-        } else {
-            ""
-        };
-        bail!(
-            "--key: {} needs {} bytes{what}, got {}",
-            o.alg.name(),
-            o.alg.enc_key_len(),
-            o.key.len()
-        );
+        let what = if o.alg.is_aead() { " (key followed by the 4-byte salt)" } else { "" };
+        bail!("--key: {} needs {} bytes{what}, got {}", o.alg.name(), o.alg.enc_key_len(), o.key.len());
     }
     if o.auth_key.len() != o.alg.auth_key_len() {
-        bail!(
-            "--auth-key: {} needs {} bytes, got {}",
-            o.alg.name(),
-            o.alg.auth_key_len(),
-            o.auth_key.len()
-        );
+        bail!("--auth-key: {} needs {} bytes, got {}", o.alg.name(), o.alg.auth_key_len(), o.auth_key.len());
     }
     if o.seal {
         match (o.src, o.dst) {
@@ -178,11 +152,8 @@ fn split_link(lt: LinkType, data: &[u8]) -> Option<(&[u8], &[u8])> {
     match lt {
         LinkType::Ethernet => {
             let f = ethernet::Frame::new_checked(data).ok()?;
-            matches!(
-                f.ethertype(),
-                ethernet::ethertype::IPV4 | ethernet::ethertype::IPV6
-            )
-            .then(|| data.split_at(ethernet::HEADER_LEN))
+            matches!(f.ethertype(), ethernet::ethertype::IPV4 | ethernet::ethertype::IPV6)
+                .then(|| data.split_at(ethernet::HEADER_LEN))
         }
         _ => Some((&data[..0], data)),
     }
@@ -193,11 +164,8 @@ fn join_link(lt: LinkType, link: &[u8], ip: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(link.len() + ip.len());
     v.extend_from_slice(link);
     if lt == LinkType::Ethernet {
-        let t = if ip.first().map(|b| b >> 4) == Some(6) {
-            ethernet::ethertype::IPV6
-        } else {
-            ethernet::ethertype::IPV4
-        };
+        let t =
+            if ip.first().map(|b| b >> 4) == Some(6) { ethernet::ethertype::IPV6 } else { ethernet::ethertype::IPV4 };
         v[12..14].copy_from_slice(&t.to_be_bytes());
     }
     v.extend_from_slice(ip);
@@ -213,32 +181,16 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         (LinkType::Ipv4 | LinkType::Ipv6, _) => LinkType::Raw,
         (lt, _) => lt,
     };
-    let out_file =
-        std::fs::File::create(&o.output).with_context(|| format!("{}: cannot create", o.output))?;
+    let out_file = std::fs::File::create(&o.output).with_context(|| format!("{}: cannot create", o.output))?;
     let mut w = pcap::Writer::new(std::io::BufWriter::new(out_file), out_lt)?;
-    let transform =
-        Transform::new(o.alg, o.backend, &o.key, &o.auth_key).map_err(|e| anyhow!("{e}"))?;
+    let transform = Transform::new(o.alg, o.backend, &o.key, &o.auth_key).map_err(|e| anyhow!("{e}"))?;
     let mut drops = [0u64; DropReason::COUNT];
     let mut ok = 0u64;
     let mut buf = HeadroomBuf::with_capacity(HeadroomBuf::DEFAULT_HEADROOM, 70_000);
     if o.seal {
-        let (src, dst) = (
-            o.src.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            o.dst.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-        );
-        let tunnel = Tunnel {
-            local: src,
-            remote: dst,
-            encap: o.encap,
-        };
-        let sa = OutboundSa::with_seq(
-            o.spi,
-            transform,
-            tunnel,
-            o.esn,
-            Lifetime::default(),
-            o.seq - 1,
-        );
+        let (src, dst) = (o.src.unwrap_or(IpAddr::from([0, 0, 0, 0])), o.dst.unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        let tunnel = Tunnel { local: src, remote: dst, encap: o.encap };
+        let sa = OutboundSa::with_seq(o.spi, transform, tunnel, o.esn, Lifetime::default(), o.seq - 1);
         for r in &cap.records {
             let Some((link, ip)) = split_link(cap.link_type, r.data) else {
                 drops[DropReason::Unhandled as usize] += 1;
@@ -247,11 +199,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
             buf.reset(ip);
             match outbound::encap(&sa, &mut buf) {
                 Ok(_) => {
-                    w.write(
-                        r.ts_sec,
-                        r.ts_usec,
-                        &join_link(cap.link_type, link, buf.data()),
-                    )?;
+                    w.write(r.ts_sec, r.ts_usec, &join_link(cap.link_type, link, buf.data()))?;
                     ok += 1;
                 }
                 Err(e) => drops[e.reason as usize] += 1,
@@ -273,11 +221,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
             });
             match res {
                 Ok(_) => {
-                    w.write(
-                        r.ts_sec,
-                        r.ts_usec,
-                        &join_link(cap.link_type, link, buf.data()),
-                    )?;
+                    w.write(r.ts_sec, r.ts_usec, &join_link(cap.link_type, link, buf.data()))?;
                     ok += 1;
                 }
                 Err(reason) => drops[reason as usize] += 1,
