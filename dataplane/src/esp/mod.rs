@@ -16,7 +16,7 @@ pub mod outbound;
 pub mod replay;
 pub mod transform;
 
-pub use transform::{Algorithm, Backend, CryptoError, Transform};
+pub use transform::{Algorithm, Backend, CryptoError, Integrity, Transform};
 
 /// Why the ESP engine (or a worker) dropped a packet. `#[repr(u8)]` so it indexes counter
 /// arrays directly.

@@ -163,6 +163,8 @@ enum Inner {
     Cbc(Box<CbcHmac>),
 }
 
+// Lives behind the `Box` of `Inner::Cbc`, so the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum CbcCipher {
     A128(aes::Aes128),
     A256(aes::Aes256),
@@ -239,14 +241,7 @@ impl Transform {
                 16 => CbcCipher::A128(aes::Aes128::new_from_slice(enc_key).map_err(|_| CryptoError::KeyLength)?),
                 _ => CbcCipher::A256(aes::Aes256::new_from_slice(enc_key).map_err(|_| CryptoError::KeyLength)?),
             };
-            let mac = match alg {
-                Algorithm::Aes128CbcSha1 | Algorithm::Aes256CbcSha1 => CbcMac::Sha1(
-                    <Hmac<sha1::Sha1> as Mac>::new_from_slice(auth_key).map_err(|_| CryptoError::KeyLength)?,
-                ),
-                _ => CbcMac::Sha256(
-                    <Hmac<sha2::Sha256> as Mac>::new_from_slice(auth_key).map_err(|_| CryptoError::KeyLength)?,
-                ),
-            };
+            let mac = Integrity::new(alg, auth_key)?.0;
             let iv_seed: Zeroizing<[u8; 16]> = Zeroizing::new(rand::random());
             let iv_key = aes::Aes128::new_from_slice(&iv_seed[..]).map_err(|_| CryptoError::KeyLength)?;
             Inner::Cbc(Box::new(CbcHmac { cipher, mac, iv_key }))
@@ -420,6 +415,40 @@ impl Transform {
                 }
             }
         }
+    }
+}
+
+/// The keyed integrity function of a CBC+HMAC transform (RFC 2404, RFC 4868), on its own:
+/// for known-answer tests and tools. The packet path uses it through `Transform`.
+pub struct Integrity(CbcMac);
+
+impl Integrity {
+    /// HMAC keyed with `key` (any length; RFC 2104 hashes long keys) for `alg`'s hash.
+    pub fn new(alg: Algorithm, key: &[u8]) -> Result<Self, CryptoError> {
+        Ok(Integrity(match alg {
+            Algorithm::Aes128CbcSha1 | Algorithm::Aes256CbcSha1 => {
+                CbcMac::Sha1(<Hmac<sha1::Sha1> as Mac>::new_from_slice(key).map_err(|_| CryptoError::KeyLength)?)
+            }
+            Algorithm::Aes128CbcSha256 | Algorithm::Aes256CbcSha256 => {
+                CbcMac::Sha256(<Hmac<sha2::Sha256> as Mac>::new_from_slice(key).map_err(|_| CryptoError::KeyLength)?)
+            }
+            _ => return Err(CryptoError::KeyLength),
+        }))
+    }
+
+    /// Writes the first `out.len()` bytes of HMAC(key, data) (at most the full hash length).
+    pub fn compute(&self, data: &[u8], out: &mut [u8]) {
+        let n = out.len().min(match self.0 {
+            CbcMac::Sha1(_) => 20,
+            CbcMac::Sha256(_) => 32,
+        });
+        self.0.sign(data, None, &mut out[..n]);
+    }
+}
+
+impl core::fmt::Debug for Integrity {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Integrity { .. }")
     }
 }
 
