@@ -8,7 +8,10 @@
 //! Time, randomness and user verification are injected by the caller.
 
 pub mod codec;
+pub mod crypto;
 pub mod error;
+pub mod keymat;
 pub mod message;
+pub mod sk;
 
 pub use error::{DecodeError, Error};
