@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod keymat;
 pub mod message;
+pub mod proposal;
 pub mod sk;
 
 pub use error::{DecodeError, Error};
