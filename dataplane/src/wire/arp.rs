@@ -16,25 +16,12 @@ pub enum Operation {
     Reply,
 }
 
-/// A view of an ARP packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+super::view!(
+    /// A view of an ARP packet.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps a buffer after checking its length.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks the buffer holds an Ethernet/IPv4 ARP packet.
     pub fn check_len(&self) -> Result<()> {
         if self.buffer.as_ref().len() < PACKET_LEN {

@@ -5,6 +5,38 @@
 //! setters when `T: AsMut<[u8]>`) and, where a header has fields worth naming, a `Repr` with
 //! `parse`, `buffer_len` and `emit`. Nothing here allocates or uses `unsafe`.
 
+/// Declares a zero-copy view type over a byte buffer with the constructors every header shares;
+/// each header module then supplies `check_len` and its field accessors.
+macro_rules! view {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps a buffer without checking it: for output, never for input.
+            pub const fn new_unchecked(buffer: T) -> Self {
+                Self { buffer }
+            }
+
+            /// Wraps a buffer after `check_len`: for input.
+            pub fn new_checked(buffer: T) -> $crate::wire::Result<Self> {
+                let p = Self::new_unchecked(buffer);
+                p.check_len()?;
+                Ok(p)
+            }
+
+            /// Returns the underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+pub(crate) use view;
+
 pub mod arp;
 pub mod checksum;
 pub mod esp;
