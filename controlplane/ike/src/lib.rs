@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod crypto;
+pub mod eap;
 pub mod error;
 pub mod keymat;
 pub mod message;
