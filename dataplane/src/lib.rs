@@ -6,7 +6,9 @@
 pub mod buf;
 pub mod coremap;
 pub mod esp;
+pub mod nat;
 pub mod pcap;
+pub mod policy;
 pub mod port;
 pub mod sa;
 pub mod wire;
