@@ -14,6 +14,7 @@ pub mod error;
 pub mod keymat;
 pub mod message;
 pub mod proposal;
+pub mod responder;
 pub mod sk;
 
 pub use error::{DecodeError, Error};

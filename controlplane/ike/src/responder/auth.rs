@@ -1,0 +1,456 @@
+//! Encrypted exchanges after IKE_SA_INIT: IKE_AUTH with the gateway's PSK AUTH, EAP-Identity,
+//! EAP-MSCHAPv2, the final AUTH from the MSK (RFC 7296 §2.15-§2.16), CP address assignment
+//! (§2.19), traffic selector narrowing (§2.9) and the first CHILD_SA (§2.17).
+//!
+//! Message IDs (§2.2): a request with the expected ID is processed and its response cached; the
+//! previous request arriving again gets the cached response; anything else is dropped. Messages
+//! failing the integrity check are dropped silently (§2.21.1).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::{notify, response_header, ChildSa, Ctx, DirectionKeys, Event, IkeSa, Path, Phase, Transmit};
+use super::{AddressPool, UserVerifier};
+use crate::codec::Codec;
+use crate::crypto::Entropy;
+use crate::eap::{self, EapPacket, MsChapV2};
+use crate::error::Error;
+use crate::keymat::child_keymat;
+use crate::message::{
+    find_notify, AuthMethod, AuthPayload, CfgType, CpAttrType, CpAttribute, CpPayload, ExchangeType, Header,
+    Identification, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
+};
+use crate::proposal::esp_key_lengths;
+use crate::sk::Opened;
+
+/// The CHILD_SA request carried by the first IKE_AUTH, kept until authentication completes.
+pub(crate) struct PendingChild {
+    idi: Identification,
+    sa: SaPayload,
+    tsi: TsPayload,
+    tsr: TsPayload,
+    cp: Option<CpPayload>,
+    initial_contact: bool,
+}
+
+const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
+
+/// AUTH for a shared secret (PSK or MSK), RFC 7296 §2.15:
+/// prf( prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets> ), where SignedOctets =
+/// RealMessage | Nonce of the other side | prf(SK_p, ID').
+pub(crate) fn shared_key_auth(sa: &IkeSa, secret: &[u8], responder: bool, id: &Identification) -> Zeroizing<Vec<u8>> {
+    let prf = sa.prf();
+    let (msg, nonce, skp) =
+        if responder { (&sa.init_resp, &sa.ni, &sa.keys.sk_pr) } else { (&sa.init_req, &sa.nr, &sa.keys.sk_pi) };
+    let maced_id = prf.prf(skp, &[&id.get_encoding()]);
+    let k = prf.prf(secret, &[KEY_PAD]);
+    prf.prf(&k, &[msg, nonce, &maced_id])
+}
+
+fn push_response<R: Entropy, V, P>(ctx: &mut Ctx<R, V, P>, sa: &mut IkeSa, req: &Header, payloads: Vec<Payload>) {
+    let header = response_header(req, sa.spi_r);
+    let frag = sa.frag.then_some(ctx.config.fragment_len);
+    match sa.outbound.seal(&header, &payloads, frag, &mut ctx.rng) {
+        Ok(dgrams) => {
+            for d in &dgrams {
+                ctx.transmits.push_back(Transmit { path: sa.path, payload: d.clone() });
+            }
+            sa.last_resp = dgrams;
+        }
+        Err(_) => sa.last_resp.clear(),
+    }
+}
+
+/// Handles a datagram for an existing IKE SA.
+pub(super) fn handle<R: Entropy, V: UserVerifier, P: AddressPool>(
+    ctx: &mut Ctx<R, V, P>,
+    sa: &mut IkeSa,
+    now: Instant,
+    path: Path,
+    bytes: &[u8],
+    header: &Header,
+) {
+    if header.message_id.wrapping_add(1) == sa.expected_mid && sa.last_req.as_deref() == Some(bytes) {
+        // RFC 7296 §2.1 / RFC 7383 §2.6.1: answer a retransmission from the cache.
+        ctx.stats.retransmits += 1;
+        for d in sa.last_resp.clone() {
+            ctx.transmits.push_back(Transmit { path: sa.path, payload: d });
+        }
+        return;
+    }
+    if header.message_id != sa.expected_mid {
+        ctx.stats.unexpected += 1;
+        return;
+    }
+    let (hdr, payloads) = match sa.inbound.open(bytes) {
+        Ok(Opened::Complete(h, p)) => {
+            sa.last_req = Some(bytes.to_vec());
+            (h, p)
+        }
+        Ok(Opened::Fragment { header: h, first, number, total, plain }) => {
+            if number == 1 {
+                sa.last_req = Some(bytes.to_vec());
+            }
+            match sa.reassembly.add(h.message_id, first, number, total, plain) {
+                Ok(Some(p)) => (h, p),
+                Ok(None) => return,
+                Err(_) => {
+                    ctx.stats.malformed += 1;
+                    return;
+                }
+            }
+        }
+        Err(Error::IntegrityFailed) => {
+            ctx.stats.integrity_failed += 1;
+            return;
+        }
+        Err(_) => {
+            ctx.stats.malformed += 1;
+            return;
+        }
+    };
+    // RFC 7296 §2.23: after NAT detection, reply to where the last authenticated request came from.
+    sa.path = path;
+    sa.expected_mid = sa.expected_mid.wrapping_add(1);
+    if hdr.exchange == ExchangeType::INFORMATIONAL {
+        // Liveness checks and deletes are answered with an empty INFORMATIONAL response.
+        push_response(ctx, sa, &hdr, vec![]);
+        return;
+    }
+    if hdr.exchange != ExchangeType::IKE_AUTH {
+        push_response(ctx, sa, &hdr, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);
+        return;
+    }
+    let phase = std::mem::replace(&mut sa.phase, Phase::Dead);
+    let (next, resp) = step(ctx, sa, now, &hdr, payloads, phase);
+    sa.phase = next;
+    if matches!(sa.phase, Phase::Established) {
+        sa.deadline = None;
+    }
+    push_response(ctx, sa, &hdr, resp);
+}
+
+fn eap_payload(code: u8, id: u8, method: Option<(u8, Vec<u8>)>) -> Payload {
+    Payload::Eap(EapPacket { code, identifier: id, method }.get_encoding())
+}
+
+fn fail<R, V, P>(ctx: &mut Ctx<R, V, P>, sa: &IkeSa, user: &str, reason: &str) -> (Phase, Vec<Payload>) {
+    ctx.events.push_back(Event::AuthFailed { spi: sa.spi_r, user: user.to_string(), reason: reason.to_string() });
+    ctx.debug(Some(sa.spi_r), format!("authentication failed for user \"{user}\": {reason}"));
+    (Phase::Dead, vec![notify(NotifyType::AUTHENTICATION_FAILED, vec![])])
+}
+
+fn find_eap(payloads: &[Payload]) -> Option<EapPacket> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Eap(b) => EapPacket::read_bytes(b).ok(),
+        _ => None,
+    })
+}
+
+fn step<R: Entropy, V: UserVerifier, P: AddressPool>(
+    ctx: &mut Ctx<R, V, P>,
+    sa: &mut IkeSa,
+    now: Instant,
+    hdr: &Header,
+    payloads: Vec<Payload>,
+    phase: Phase,
+) -> (Phase, Vec<Payload>) {
+    match phase {
+        Phase::Init => first_auth(ctx, sa, now, payloads),
+        Phase::EapIdentity { child } => {
+            let Some(pkt) = find_eap(&payloads) else { return fail(ctx, sa, "", "no EAP payload") };
+            match pkt.method {
+                Some((eap::TYPE_IDENTITY, id)) if pkt.code == eap::CODE_RESPONSE && pkt.identifier == sa.eap_id => {
+                    let user = String::from_utf8_lossy(&id).into_owned();
+                    ctx.debug(Some(sa.spi_r), format!("received EAP identity \"{user}\""));
+                    challenge(ctx, sa, child, user)
+                }
+                _ => fail(ctx, sa, "", "unexpected EAP message"),
+            }
+        }
+        Phase::EapChallenge { child, user, challenge } => {
+            let Some(pkt) = find_eap(&payloads) else { return fail(ctx, sa, &user, "no EAP payload") };
+            let resp = match (&pkt.method, pkt.code == eap::CODE_RESPONSE && pkt.identifier == sa.eap_id) {
+                (Some((eap::TYPE_MSCHAPV2, d)), true) => MsChapV2::parse(d, false).ok(),
+                _ => None,
+            };
+            let Some(MsChapV2::Response { peer_challenge, nt_response, name, .. }) = resp else {
+                // A Nak or another method: only MSCHAPv2 is offered.
+                return fail(ctx, sa, &user, "peer refused EAP-MSCHAPv2");
+            };
+            let name = String::from_utf8_lossy(&name).into_owned();
+            let now_unix = ctx.now_unix(now);
+            match ctx.verifier.verify_mschapv2(&name, &challenge, &peer_challenge, &nt_response, now_unix) {
+                Ok(ok) => {
+                    sa.eap_id = sa.eap_id.wrapping_add(1);
+                    let msg = format!("{} M=Welcome", ok.authenticator_response);
+                    let m = MsChapV2::SuccessRequest { id: sa.eap_id, message: msg.into_bytes() };
+                    let p = eap_payload(eap::CODE_REQUEST, sa.eap_id, Some((eap::TYPE_MSCHAPV2, m.encode())));
+                    (Phase::EapSuccessPending { child, user: name, msk: ok.msk }, vec![p])
+                }
+                Err(rej) => {
+                    ctx.events.push_back(Event::AuthFailed {
+                        spi: sa.spi_r,
+                        user: name.clone(),
+                        reason: rej.reason.clone(),
+                    });
+                    ctx.debug(Some(sa.spi_r), format!("EAP-MSCHAPv2 failed for user \"{name}\""));
+                    sa.eap_id = sa.eap_id.wrapping_add(1);
+                    // RFC 2759 §6 failure packet; error 691 = ERROR_AUTHENTICATION_FAILURE, no retry.
+                    let c: [u8; 16] = ctx.random();
+                    let hexc: String = c.iter().map(|b| format!("{b:02X}")).collect();
+                    let msg = format!("E=691 R=0 C={hexc} V=3 M=Authentication failed");
+                    let m = MsChapV2::FailureRequest { id: sa.eap_id, message: msg.into_bytes() };
+                    let p = eap_payload(eap::CODE_REQUEST, sa.eap_id, Some((eap::TYPE_MSCHAPV2, m.encode())));
+                    (Phase::EapFailing, vec![p])
+                }
+            }
+        }
+        Phase::EapSuccessPending { child, user, msk } => {
+            let ok = find_eap(&payloads).is_some_and(|pkt| {
+                pkt.code == eap::CODE_RESPONSE
+                    && pkt.identifier == sa.eap_id
+                    && matches!(&pkt.method, Some((eap::TYPE_MSCHAPV2, d)) if MsChapV2::parse(d, false) == Ok(MsChapV2::SuccessResponse))
+            });
+            if !ok {
+                return fail(ctx, sa, &user, "no MSCHAPv2 success response");
+            }
+            let p = eap_payload(eap::CODE_SUCCESS, sa.eap_id, None);
+            (Phase::AwaitAuth { child, user, msk }, vec![p])
+        }
+        Phase::AwaitAuth { child, user, msk } => {
+            let auth = payloads.iter().find_map(|p| match p {
+                Payload::Auth(a) => Some(a),
+                _ => None,
+            });
+            let want = shared_key_auth(sa, &msk[..], false, &child.idi);
+            match auth {
+                Some(a) if a.method == AuthMethod::SHARED_KEY_MIC && bool::from(a.data.ct_eq(&want)) => {
+                    let mine = shared_key_auth(sa, &msk[..], true, &ctx.config.local_id);
+                    let mut resp =
+                        vec![Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: mine.to_vec() })];
+                    ctx.debug(Some(sa.spi_r), "authentication succeeded".to_string());
+                    establish(ctx, sa, child, Some(user), &mut resp);
+                    (Phase::Established, resp)
+                }
+                _ => fail(ctx, sa, &user, "AUTH from MSK mismatch"),
+            }
+        }
+        Phase::EapFailing => {
+            // The peer acknowledged the MSCHAPv2 failure: end EAP (RFC 3748 §4.2) and the SA.
+            let _ = hdr;
+            let p = eap_payload(eap::CODE_FAILURE, sa.eap_id, None);
+            (Phase::Dead, vec![p, notify(NotifyType::AUTHENTICATION_FAILED, vec![])])
+        }
+        Phase::Established | Phase::Dead => (phase, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]),
+    }
+}
+
+fn challenge<R: Entropy, V, P>(
+    ctx: &mut Ctx<R, V, P>,
+    sa: &mut IkeSa,
+    child: PendingChild,
+    user: String,
+) -> (Phase, Vec<Payload>) {
+    sa.eap_id = sa.eap_id.wrapping_add(1);
+    let challenge: [u8; 16] = ctx.random();
+    let m = MsChapV2::Challenge { id: sa.eap_id, challenge, name: ctx.config.server_name.as_bytes().to_vec() };
+    let p = eap_payload(eap::CODE_REQUEST, sa.eap_id, Some((eap::TYPE_MSCHAPV2, m.encode())));
+    ctx.debug(Some(sa.spi_r), "responder preparing EAP pass through message".to_string());
+    (Phase::EapChallenge { child, user, challenge }, vec![p])
+}
+
+fn first_auth<R: Entropy, V, P: AddressPool>(
+    ctx: &mut Ctx<R, V, P>,
+    sa: &mut IkeSa,
+    _now: Instant,
+    payloads: Vec<Payload>,
+) -> (Phase, Vec<Payload>) {
+    ctx.debug(Some(sa.spi_r), "responder received AUTH msg".to_string());
+    let initial_contact = find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some();
+    if initial_contact {
+        ctx.debug(Some(sa.spi_r), "processing notify type INITIAL_CONTACT".to_string());
+    }
+    let (mut idi, mut sa_p, mut tsi, mut tsr, mut cp, mut auth) = (None, None, None, None, None, None);
+    for p in payloads {
+        match p {
+            Payload::IdI(i) => idi = Some(i),
+            Payload::Sa(s) => sa_p = Some(s),
+            Payload::TsI(t) => tsi = Some(t),
+            Payload::TsR(t) => tsr = Some(t),
+            Payload::Cp(c) if c.cfg_type == CfgType::CFG_REQUEST => cp = Some(c),
+            Payload::Auth(a) => auth = Some(a),
+            _ => {}
+        }
+    }
+    let (Some(idi), Some(sa_p), Some(tsi), Some(tsr)) = (idi, sa_p, tsi, tsr) else {
+        return (Phase::Dead, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);
+    };
+    ctx.debug(Some(sa.spi_r), format!("peer identifier {idi}"));
+    let child = PendingChild { idi, sa: sa_p, tsi, tsr, cp, initial_contact };
+    let local_id = ctx.config.local_id.clone();
+    let my_auth = shared_key_auth(sa, &ctx.config.psk, true, &local_id);
+    let mut resp = vec![
+        Payload::IdR(local_id),
+        Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: my_auth.to_vec() }),
+    ];
+    if let Some(a) = auth {
+        // The peer authenticates with the pre-shared key too.
+        let want = shared_key_auth(sa, &ctx.config.psk, false, &child.idi);
+        if a.method != AuthMethod::SHARED_KEY_MIC || !bool::from(a.data.ct_eq(&want)) {
+            let id = child.idi.to_string();
+            return fail(ctx, sa, &id, "PSK AUTH mismatch");
+        }
+        ctx.debug(Some(sa.spi_r), "authentication succeeded".to_string());
+        establish(ctx, sa, child, None, &mut resp);
+        return (Phase::Established, resp);
+    }
+    ctx.debug(Some(sa.spi_r), "eap-peer=yes".to_string());
+    if ctx.config.eap_identity_request {
+        sa.eap_id = sa.eap_id.wrapping_add(1);
+        resp.push(eap_payload(eap::CODE_REQUEST, sa.eap_id, Some((eap::TYPE_IDENTITY, vec![]))));
+        ctx.debug(Some(sa.spi_r), "responder preparing EAP identity request".to_string());
+        (Phase::EapIdentity { child }, resp)
+    } else {
+        let user = String::from_utf8_lossy(&child.idi.data).into_owned();
+        let (phase, mut p) = challenge(ctx, sa, child, user);
+        resp.append(&mut p);
+        (phase, resp)
+    }
+}
+
+fn range_of(net: Ipv4Addr, prefix: u8) -> (u32, u32) {
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+    let start = u32::from(net) & mask;
+    (start, start | !mask)
+}
+
+fn v4_range(ts: &TrafficSelector) -> Option<(u32, u32)> {
+    match (ts.start_addr, ts.end_addr) {
+        (IpAddr::V4(s), IpAddr::V4(e)) => Some((u32::from(s), u32::from(e))),
+        _ => None,
+    }
+}
+
+/// Narrows the peer's selectors to `ours` (RFC 7296 §2.9): the intersections, keeping the
+/// peer's protocol and ports.
+fn narrow(theirs: &TsPayload, ours: &[(u32, u32)]) -> Vec<TrafficSelector> {
+    let mut out = Vec::new();
+    for t in &theirs.selectors {
+        let Some((s, e)) = v4_range(t) else { continue };
+        for (os, oe) in ours {
+            let (a, b) = (s.max(*os), e.min(*oe));
+            if a <= b {
+                out.push(TrafficSelector {
+                    ip_protocol: t.ip_protocol,
+                    start_port: t.start_port,
+                    end_port: t.end_port,
+                    start_addr: IpAddr::V4(Ipv4Addr::from(a)),
+                    end_addr: IpAddr::V4(Ipv4Addr::from(b)),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn establish<R: Entropy, V, P: AddressPool>(
+    ctx: &mut Ctx<R, V, P>,
+    sa: &mut IkeSa,
+    child: PendingChild,
+    user: Option<String>,
+    resp: &mut Vec<Payload>,
+) {
+    let peer_id = user.clone().unwrap_or_else(|| child.idi.to_string());
+    if child.initial_contact {
+        ctx.events.push_back(Event::InitialContact { spi: sa.spi_r, peer_id: peer_id.clone() });
+    }
+    // CP (RFC 7296 §2.19): assign an address when asked.
+    let mut assigned = None;
+    if let Some(cp) = &child.cp {
+        if cp.has(CpAttrType::INTERNAL_IP4_ADDRESS) {
+            match ctx.pool.allocate(&peer_id) {
+                Some(a) => assigned = Some(a),
+                None => {
+                    ctx.debug(Some(sa.spi_r), "no address left in the pool".to_string());
+                    resp.push(notify(NotifyType::INTERNAL_ADDRESS_FAILURE, vec![]));
+                }
+            }
+        }
+    }
+    sa.assigned = assigned;
+    ctx.events.push_back(Event::IkeSaEstablished { spi: sa.spi_r, path: sa.path, user, peer_id, assigned });
+    let splits: Vec<(u32, u32)> = if ctx.config.split_include.is_empty() {
+        vec![(0, u32::MAX)]
+    } else {
+        ctx.config.split_include.iter().map(|(n, p)| range_of(*n, *p)).collect()
+    };
+    if let (Some(cp), Some(a)) = (&child.cp, assigned) {
+        let mut attributes = vec![CpAttribute { ty: CpAttrType::INTERNAL_IP4_ADDRESS, value: a.octets().to_vec() }];
+        if cp.has(CpAttrType::INTERNAL_IP4_DNS) {
+            for d in &ctx.config.dns {
+                attributes.push(CpAttribute { ty: CpAttrType::INTERNAL_IP4_DNS, value: d.octets().to_vec() });
+            }
+        }
+        for (n, p) in &ctx.config.split_include {
+            let (s, _) = range_of(*n, *p);
+            let mask = range_of(Ipv4Addr::UNSPECIFIED, *p).1;
+            let mut v = s.to_be_bytes().to_vec();
+            v.extend_from_slice(&(!mask).to_be_bytes());
+            attributes.push(CpAttribute { ty: CpAttrType::INTERNAL_IP4_SUBNET, value: v });
+        }
+        resp.push(Payload::Cp(CpPayload { cfg_type: CfgType::CFG_REPLY, attributes }));
+    }
+    if child.cp.is_some() && assigned.is_none() {
+        return;
+    }
+    // TSi narrowed to the assigned /32, TSr to the split-include subnets.
+    let tsi = match assigned {
+        Some(a) => narrow(&child.tsi, &[(u32::from(a), u32::from(a))]),
+        None => child.tsi.selectors.clone(),
+    };
+    let tsr = narrow(&child.tsr, &splits);
+    if tsi.is_empty() || tsr.is_empty() {
+        ctx.debug(Some(sa.spi_r), "traffic selectors unacceptable".to_string());
+        resp.push(notify(NotifyType::TS_UNACCEPTABLE, vec![]));
+        return;
+    }
+    let mut inbound_spi = 0u32;
+    while inbound_spi < 256 {
+        // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
+        inbound_spi = u32::from_be_bytes(ctx.random::<4>());
+    }
+    let choice = match ctx.config.esp.select(&child.sa, None, inbound_spi) {
+        Ok(c) => c,
+        Err(_) => {
+            ctx.debug(Some(sa.spi_r), "no proposal chosen for CHILD_SA".to_string());
+            resp.push(notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]));
+            return;
+        }
+    };
+    let (el, il) = esp_key_lengths(&choice.suite);
+    let Ok(k) = child_keymat(sa.prf(), &sa.keys.sk_d, None, &sa.ni, &sa.nr, el, il) else {
+        resp.push(notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]));
+        return;
+    };
+    resp.push(Payload::Sa(choice.sa));
+    resp.push(Payload::TsI(TsPayload { selectors: tsi.clone() }));
+    resp.push(Payload::TsR(TsPayload { selectors: tsr.clone() }));
+    ctx.events.push_back(Event::InstallChildSa(ChildSa {
+        ike_spi: sa.spi_r,
+        inbound_spi,
+        outbound_spi: choice.peer_spi,
+        suite: choice.suite,
+        esn: choice.esn,
+        inbound: DirectionKeys { encr: k.encr_i, integ: k.integ_i },
+        outbound: DirectionKeys { encr: k.encr_r, integ: k.integ_r },
+        tsi,
+        tsr,
+        path: sa.path,
+        udp_encap: sa.nat_detected || sa.path.local.port() == 4500,
+        assigned,
+    }));
+}

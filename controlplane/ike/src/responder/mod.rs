@@ -1,0 +1,494 @@
+//! The IKEv2 responder: a sans-IO state machine in the style of quinn-proto.
+//!
+//! How to drive it (the driver owns the socket or the DPDK exception ring and the clock):
+//! 1. For every received UDP datagram call [`Responder::handle_datagram`] with the current time,
+//!    the [`Path`] (remote and local socket address) and the IKE message bytes. On port 4500 the
+//!    driver first checks and strips the 4-byte non-ESP marker (RFC 3948 §2.2; zero SPI means
+//!    IKE, anything else is ESP for the data plane); this crate never sees the marker.
+//! 2. Then drain [`Responder::poll_transmit`] (datagrams to send; when `Transmit::path.local`
+//!    is port 4500 the driver prepends the non-ESP marker) and [`Responder::poll_event`]
+//!    (SA installs, established/closed SAs, authentication failures, debug lines).
+//! 3. Arm a timer for [`Responder::poll_timeout`] and call [`Responder::handle_timeout`] when it
+//!    fires: half-open and unfinished negotiations are removed after `negotiate_timeout`.
+//!
+//! Randomness ([`crate::crypto::Entropy`]), user verification ([`UserVerifier`]) and address
+//! assignment ([`AddressPool`]) are injected. Time is passed in as `Instant`; the Unix time the
+//! verifier needs (TOTP) is derived from the anchor given to [`Responder::new`].
+//!
+//! Exchanges handled (RFC 7296 §1.2, §2.16):
+//! ```text
+//! Initiator                          Responder
+//! HDR, SAi1, KEi, Ni, N(NAT_D)*  -->
+//!                                <-- HDR, SAr1, KEr, Nr, N(NAT_D)*, [N(FRAG_SUP)], [N(SHA)]
+//! HDR, SK {IDi, [IDr], SAi2, TSi, TSr, [CP(REQ)]}  -->
+//!                                <-- HDR, SK {IDr, AUTH(psk), EAP(Identity req)}
+//! HDR, SK {EAP(Identity)}  -->   <-- HDR, SK {EAP(MSCHAPv2 Challenge)}
+//! HDR, SK {EAP(Response)}  -->   <-- HDR, SK {EAP(MSCHAPv2 Success req)}
+//! HDR, SK {EAP(Success resp)}--> <-- HDR, SK {EAP(Success)}
+//! HDR, SK {AUTH(msk)}  -->       <-- HDR, SK {AUTH(msk), CP(REPLY), SAr2, TSi, TSr}
+//! ```
+//! A client that authenticates with the pre-shared key itself (AUTH in its first IKE_AUTH) is
+//! answered in one round trip.
+
+mod auth;
+mod init;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use crate::crypto::{Entropy, Prf};
+use crate::keymat::IkeKeys;
+use crate::message::{
+    peek_header, ExchangeType, Header, Identification, Notify, NotifyType, Payload, TrafficSelector, FLAG_RESPONSE,
+};
+use crate::proposal::{EspOffer, EspSuite, IkeOffer};
+use crate::sk::{Reassembly, SkCipher};
+
+/// The local and remote socket addresses of a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Path {
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+    /// Our address and port the datagram arrived on (or leaves from).
+    pub local: SocketAddr,
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it from and to.
+    pub path: Path,
+    /// The IKE message (without non-ESP marker).
+    pub payload: Vec<u8>,
+}
+
+/// Gateway configuration for the responder (built by the controlplane from phase1/phase2).
+#[derive(Clone)]
+pub struct Config {
+    /// IKE proposals and groups (phase1 `proposal`, `dhgrp`).
+    pub ike: IkeOffer,
+    /// ESP proposals (phase2 `proposal`, `dhgrp`).
+    pub esp: EspOffer,
+    /// Our identity (IDr).
+    pub local_id: Identification,
+    /// The phase1 `psksecret`: the gateway authenticates with it.
+    pub psk: Zeroizing<Vec<u8>>,
+    /// `eap-identity send-request`: ask for the EAP identity instead of using IDi.
+    pub eap_identity_request: bool,
+    /// Half-open IKE SAs above which COOKIEs are required (RFC 7296 §2.6).
+    pub cookie_threshold: usize,
+    /// Largest IKE message before SKF fragmentation, when the peer supports it (RFC 7383).
+    pub fragment_len: usize,
+    /// `negotiate-timeout`: the whole negotiation must finish within it.
+    pub negotiate_timeout: Duration,
+    /// DNS servers for INTERNAL_IP4_DNS.
+    pub dns: Vec<Ipv4Addr>,
+    /// Split-include subnets (address, prefix length); empty means everything.
+    pub split_include: Vec<(Ipv4Addr, u8)>,
+    /// Name sent in the MSCHAPv2 challenge.
+    pub server_name: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("ike", &self.ike)
+            .field("esp", &self.esp)
+            .field("local_id", &self.local_id)
+            .field("negotiate_timeout", &self.negotiate_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful MSCHAPv2 check.
+pub struct MsChapOk {
+    /// The authenticator response "S=" followed by 40 upper-case hex digits (RFC 2759 §8.7).
+    pub authenticator_response: String,
+    /// The 64-byte MSK (RFC 3079 §3: MasterReceiveKey ‖ MasterSendKey ‖ 32 zero bytes, as EAP
+    /// method keys are laid out for IKEv2).
+    pub msk: Zeroizing<[u8; 64]>,
+}
+
+/// A refused authentication; `reason` is for logs only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthReject {
+    /// Why (never contains a secret).
+    pub reason: String,
+}
+
+/// Checks user credentials; implemented by the controlplane's auth module.
+pub trait UserVerifier {
+    /// Checks an EAP-MSCHAPv2 response at Unix time `now_unix`.
+    fn verify_mschapv2(
+        &mut self,
+        user: &str,
+        auth_challenge: &[u8; 16],
+        peer_challenge: &[u8; 16],
+        nt_response: &[u8; 24],
+        now_unix: u64,
+    ) -> Result<MsChapOk, AuthReject>;
+}
+
+/// Hands out internal addresses (mode-cfg pool).
+pub trait AddressPool {
+    /// An address for `user`, or `None` when the pool is exhausted.
+    fn allocate(&mut self, user: &str) -> Option<Ipv4Addr>;
+    /// Returns an address to the pool.
+    fn release(&mut self, addr: Ipv4Addr);
+}
+
+/// Keys of one direction of a CHILD_SA.
+pub struct DirectionKeys {
+    /// Encryption key, with the 4-byte salt appended for AEADs.
+    pub encr: Zeroizing<Vec<u8>>,
+    /// Integrity key (empty for AEADs).
+    pub integ: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for DirectionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectionKeys { .. }")
+    }
+}
+
+/// An ESP SA pair to install in the data plane.
+#[derive(Debug)]
+pub struct ChildSa {
+    /// Our IKE SPI of the parent IKE SA.
+    pub ike_spi: u64,
+    /// SPI of the inbound SA (chosen by us).
+    pub inbound_spi: u32,
+    /// SPI of the outbound SA (chosen by the peer).
+    pub outbound_spi: u32,
+    /// Algorithms.
+    pub suite: EspSuite,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Keys for traffic from the peer (initiator → responder).
+    pub inbound: DirectionKeys,
+    /// Keys for traffic to the peer.
+    pub outbound: DirectionKeys,
+    /// Traffic selectors on the peer's side (its assigned address).
+    pub tsi: Vec<TrafficSelector>,
+    /// Traffic selectors on our side (split-include).
+    pub tsr: Vec<TrafficSelector>,
+    /// Addresses of the IKE SA (the ESP endpoints).
+    pub path: Path,
+    /// True when ESP must be UDP-encapsulated (NAT detected, or IKE on port 4500).
+    pub udp_encap: bool,
+    /// The address assigned through CP, if any.
+    pub assigned: Option<Ipv4Addr>,
+}
+
+/// Why an IKE SA went away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// `negotiate-timeout` expired before the SA was established.
+    NegotiationTimeout,
+    /// Authentication failed.
+    AuthFailed,
+}
+
+/// Something the driver or the control plane must act on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// An IKE SA is authenticated and established.
+    IkeSaEstablished {
+        /// Our SPI.
+        spi: u64,
+        /// Peer's path.
+        path: Path,
+        /// EAP user name, if EAP was used.
+        user: Option<String>,
+        /// The peer's IDi, printable.
+        peer_id: String,
+        /// Assigned internal address.
+        assigned: Option<Ipv4Addr>,
+    },
+    /// Install this CHILD_SA in the data plane.
+    InstallChildSa(ChildSa),
+    /// The peer sent INITIAL_CONTACT: older SAs with this identity should go.
+    InitialContact {
+        /// Our SPI of the new SA.
+        spi: u64,
+        /// The peer's identity (EAP user when known, else IDi).
+        peer_id: String,
+    },
+    /// A user failed to authenticate.
+    AuthFailed {
+        /// Our SPI.
+        spi: u64,
+        /// The user name given.
+        user: String,
+        /// Why (for the log).
+        reason: String,
+    },
+    /// An IKE SA was removed; its address (if any) was returned to the pool.
+    IkeSaClosed {
+        /// Our SPI.
+        spi: u64,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A debug line in the style of FortiOS `diagnose debug application ike` (no secrets).
+    Debug {
+        /// Our SPI when known.
+        spi: Option<u64>,
+        /// The line.
+        line: String,
+    },
+}
+
+/// Counters of what was dropped, for diagnose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams that did not parse.
+    pub malformed: u64,
+    /// Encrypted messages whose integrity check failed.
+    pub integrity_failed: u64,
+    /// Datagrams for unknown SPIs or unexpected message IDs.
+    pub unexpected: u64,
+    /// Retransmitted requests answered from the cache.
+    pub retransmits: u64,
+    /// COOKIE challenges sent.
+    pub cookies_sent: u64,
+}
+
+pub(crate) enum Phase {
+    /// IKE_SA_INIT done, waiting for the first IKE_AUTH.
+    Init,
+    /// EAP Identity requested.
+    EapIdentity { child: auth::PendingChild },
+    /// MSCHAPv2 challenge sent.
+    EapChallenge { child: auth::PendingChild, user: String, challenge: [u8; 16] },
+    /// MSCHAPv2 success request sent, waiting for the peer's success response.
+    EapSuccessPending { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]> },
+    /// EAP Success sent; waiting for the AUTH computed from the MSK.
+    AwaitAuth { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]> },
+    /// MSCHAPv2 failure request sent; the next message ends the exchange.
+    EapFailing,
+    /// Authenticated.
+    Established,
+    /// Failed; kept only to answer retransmissions until the deadline.
+    Dead,
+}
+
+pub(crate) struct IkeSa {
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    pub(crate) path: Path,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) keys: IkeKeys,
+    pub(crate) inbound: SkCipher,
+    pub(crate) outbound: SkCipher,
+    pub(crate) ni: Vec<u8>,
+    pub(crate) nr: Vec<u8>,
+    pub(crate) init_req: Vec<u8>,
+    pub(crate) init_resp: Vec<u8>,
+    pub(crate) frag: bool,
+    pub(crate) nat_detected: bool,
+    pub(crate) expected_mid: u32,
+    pub(crate) last_req: Option<Vec<u8>>,
+    pub(crate) last_resp: Vec<Vec<u8>>,
+    pub(crate) reassembly: Reassembly,
+    pub(crate) phase: Phase,
+    pub(crate) eap_id: u8,
+    pub(crate) assigned: Option<Ipv4Addr>,
+}
+
+impl IkeSa {
+    pub(crate) fn prf(&self) -> Prf {
+        self.keys.prf
+    }
+}
+
+/// Everything but the SA table, so SA handlers can borrow both.
+pub(crate) struct Ctx<R, V, P> {
+    pub(crate) config: Arc<Config>,
+    pub(crate) rng: R,
+    pub(crate) verifier: V,
+    pub(crate) pool: P,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) stats: Stats,
+    pub(crate) cookie_secret: Zeroizing<[u8; 32]>,
+    pub(crate) anchor: (Instant, u64),
+}
+
+impl<R, V, P> Ctx<R, V, P> {
+    pub(crate) fn debug(&mut self, spi: Option<u64>, line: String) {
+        self.events.push_back(Event::Debug { spi, line });
+    }
+
+    pub(crate) fn now_unix(&self, now: Instant) -> u64 {
+        self.anchor.1 + now.saturating_duration_since(self.anchor.0).as_secs()
+    }
+}
+
+impl<R: Entropy, V, P> Ctx<R, V, P> {
+    pub(crate) fn random<const N: usize>(&mut self) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.rng.fill(&mut b);
+        b
+    }
+}
+
+/// The responder: every IKE SA of one gateway (phase1) configuration.
+pub struct Responder<R, V, P> {
+    ctx: Ctx<R, V, P>,
+    sas: HashMap<u64, IkeSa>,
+    /// (SPIi, remote) of IKE SAs, to recognise retransmitted IKE_SA_INIT requests.
+    by_initiator: HashMap<(u64, SocketAddr), u64>,
+}
+
+impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
+    /// A responder; `now` and `unix_now` anchor virtual to wall-clock time for the verifier.
+    pub fn new(config: Arc<Config>, mut rng: R, verifier: V, pool: P, now: Instant, unix_now: u64) -> Self {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rng.fill(&mut secret[..]);
+        Self {
+            ctx: Ctx {
+                config,
+                rng,
+                verifier,
+                pool,
+                transmits: VecDeque::new(),
+                events: VecDeque::new(),
+                stats: Stats::default(),
+                cookie_secret: secret,
+                anchor: (now, unix_now),
+            },
+            sas: HashMap::new(),
+            by_initiator: HashMap::new(),
+        }
+    }
+
+    /// Processes one received IKE datagram (non-ESP marker already removed).
+    pub fn handle_datagram(&mut self, now: Instant, path: Path, bytes: &[u8]) {
+        let Ok(header) = peek_header(bytes) else {
+            self.ctx.stats.malformed += 1;
+            return;
+        };
+        if header.is_response() || header.major() != 2 {
+            // We never send requests yet, so responses are unexpected; other majors are dropped
+            // (an INVALID_MAJOR_VERSION answer is optional, RFC 7296 §2.5).
+            self.ctx.stats.unexpected += 1;
+            return;
+        }
+        if header.exchange == ExchangeType::IKE_SA_INIT && header.spi_r == 0 {
+            let half_open = self.sas.values().filter(|s| matches!(s.phase, Phase::Init)).count();
+            if let Some(sa) =
+                init::handle(&mut self.ctx, &self.sas, &self.by_initiator, half_open, now, path, bytes, &header)
+            {
+                self.by_initiator.insert((sa.spi_i, path.remote), sa.spi_r);
+                self.sas.insert(sa.spi_r, sa);
+            }
+            return;
+        }
+        match self.sas.get_mut(&header.spi_r) {
+            Some(sa) if sa.spi_i == header.spi_i => auth::handle(&mut self.ctx, sa, now, path, bytes, &header),
+            _ => self.ctx.stats.unexpected += 1,
+        }
+    }
+
+    /// Removes negotiations whose `negotiate-timeout` has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<u64> =
+            self.sas.values().filter(|s| s.deadline.is_some_and(|d| d <= now)).map(|s| s.spi_r).collect();
+        for spi in expired {
+            if let Some(sa) = self.sas.remove(&spi) {
+                self.by_initiator.remove(&(sa.spi_i, sa.path.remote));
+                self.by_initiator.retain(|_, v| *v != spi);
+                if let Some(a) = sa.assigned {
+                    self.ctx.pool.release(a);
+                }
+                let reason = if matches!(sa.phase, Phase::Dead) {
+                    CloseReason::AuthFailed
+                } else {
+                    CloseReason::NegotiationTimeout
+                };
+                if reason == CloseReason::NegotiationTimeout {
+                    self.ctx.debug(Some(spi), "negotiation timeout, deleting".to_string());
+                }
+                self.ctx.events.push_back(Event::IkeSaClosed { spi, reason });
+            }
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.ctx.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.ctx.events.pop_front()
+    }
+
+    /// When [`Responder::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(|s| s.deadline).min()
+    }
+
+    /// Drop and retransmission counters.
+    pub fn stats(&self) -> Stats {
+        self.ctx.stats
+    }
+
+    /// Number of IKE SAs (any state).
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Number of established IKE SAs.
+    pub fn established_count(&self) -> usize {
+        self.sas.values().filter(|s| matches!(s.phase, Phase::Established)).count()
+    }
+
+    /// The user verifier (e.g. to reload users).
+    pub fn verifier_mut(&mut self) -> &mut V {
+        &mut self.ctx.verifier
+    }
+
+    /// The address pool.
+    pub fn pool_mut(&mut self) -> &mut P {
+        &mut self.ctx.pool
+    }
+}
+
+/// The response header for a request.
+pub(crate) fn response_header(req: &Header, spi_r: u64) -> Header {
+    Header {
+        spi_i: req.spi_i,
+        spi_r,
+        next_payload: crate::message::PayloadType::NONE,
+        version: 0x20,
+        exchange: req.exchange,
+        flags: FLAG_RESPONSE,
+        message_id: req.message_id,
+        length: 0,
+    }
+}
+
+/// NAT detection hash: SHA-1(SPIi | SPIr | IP | Port) (RFC 7296 §2.23).
+pub(crate) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(&spi_i.to_be_bytes());
+    ctx.update(&spi_r.to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(a) => ctx.update(&a.octets()),
+        IpAddr::V6(a) => ctx.update(&a.octets()),
+    }
+    ctx.update(&addr.port().to_be_bytes());
+    ctx.finish().as_ref().to_vec()
+}
+
+/// A notify payload without SPI.
+pub(crate) fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify::new(ty, data))
+}

@@ -1,0 +1,483 @@
+//! In-memory pair tests: the responder against dialgate's own minimal initiator, with virtual
+//! time, loss, reordering and retransmission. Each test carries the RFC 7296 message diagram of
+//! what it drives.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::initiator::{eap_of, find, ipv4, notify_of, Initiator};
+use common::{TestPool, TestRng, TestUsers};
+use dialgate_ike::crypto::dh::DhGroup;
+use dialgate_ike::eap::{self, MsChapV2};
+use dialgate_ike::message::*;
+use dialgate_ike::proposal::{EspOffer, IkeOffer};
+use dialgate_ike::responder::{CloseReason, Config, Event, Path, Responder};
+use proptest::prelude::*;
+use zeroize::Zeroizing;
+
+const P1: &str = "aes128-sha256 aes256-sha256 aes128gcm-prfsha256 aes256gcm-prfsha384 chacha20poly1305-prfsha256";
+const P2: &str = "aes128-sha1 aes256-sha1 aes128-sha256 aes256-sha256 aes128gcm aes256gcm chacha20poly1305";
+const PSK: &[u8] = b"dialgate-psk";
+const USER: &str = "Test";
+const PASSWORD: &str = "p@ssw0rd345678";
+const UNIX0: u64 = 1_700_000_000;
+
+type Gw = Responder<TestRng, TestUsers, TestPool>;
+
+fn config(cookie_threshold: usize, fragment_len: usize) -> Config {
+    Config {
+        ike: IkeOffer::parse(P1, &[20, 21], false).unwrap(),
+        esp: EspOffer::parse(P2, &[], false).unwrap(),
+        local_id: Identification { ty: IdType::ID_FQDN, data: b"gw.dialgate.test".to_vec() },
+        psk: Zeroizing::new(PSK.to_vec()),
+        eap_identity_request: true,
+        cookie_threshold,
+        fragment_len,
+        negotiate_timeout: Duration::from_secs(30),
+        dns: vec![Ipv4Addr::new(10, 50, 0, 53)],
+        split_include: vec![(Ipv4Addr::new(10, 50, 0, 0), 24)],
+        server_name: "dialgate".into(),
+    }
+}
+
+fn path(client_port: u16, gw_port: u16) -> Path {
+    Path {
+        remote: SocketAddr::from(([198, 51, 100, 7], client_port)),
+        local: SocketAddr::from(([203, 0, 113, 1], gw_port)),
+    }
+}
+
+struct Sim {
+    gw: Gw,
+    now: Instant,
+    t0: Instant,
+}
+
+impl Sim {
+    fn new(cfg: Config) -> Self {
+        let t0 = Instant::now();
+        let users = TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![]);
+        let pool = TestPool::range(Ipv4Addr::new(10, 40, 40, 2), Ipv4Addr::new(10, 40, 40, 20));
+        Self { gw: Responder::new(Arc::new(cfg), TestRng(0x5eed_0001), users, pool, t0, UNIX0), now: t0, t0 }
+    }
+
+    fn send(&mut self, path: Path, d: &[u8]) -> Vec<Vec<u8>> {
+        self.gw.handle_datagram(self.now, path, d);
+        let mut out = vec![];
+        while let Some(t) = self.gw.poll_transmit() {
+            assert_eq!(t.path, path, "responses go back where the request came from");
+            out.push(t.payload);
+        }
+        out
+    }
+
+    fn send_all(&mut self, path: Path, ds: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        ds.iter().flat_map(|d| self.send(path, d)).collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.gw.poll_event()).collect()
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        if self.gw.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.gw.handle_timeout(self.now);
+        }
+    }
+}
+
+fn client(seed: u64, p: Path) -> Initiator {
+    Initiator::new(
+        seed,
+        IkeOffer::parse(P1, &[31, 20], false).unwrap(),
+        EspOffer::parse(P2, &[], false).unwrap(),
+        USER,
+        p,
+    )
+}
+
+/// IKE_SA_INIT up to keys; returns the response message.
+fn init(sim: &mut Sim, c: &mut Initiator, p: Path, frag: bool) -> Message {
+    let req = c.sa_init(DhGroup::Ecp384, None, frag);
+    let r = sim.send(p, &req);
+    assert_eq!(r.len(), 1);
+    c.sa_init_response(&r[0]).unwrap()
+}
+
+/// The full EAP-MSCHAPv2 exchange; returns the final IKE_AUTH response payloads.
+fn eap_login(sim: &mut Sim, c: &mut Initiator, p: Path, password: &str) -> Vec<Payload> {
+    // HDR, SK {IDi, CP(REQ), SAi2, TSi, TSr} --> <-- HDR, SK {IDr, AUTH, EAP(Identity)}
+    let r = sim.send_all(p, &c.auth1(None));
+    let (_, pl) = c.open(&r);
+    let idr = find(&pl, |x| if let Payload::IdR(i) = x { Some(i.clone()) } else { None }).unwrap();
+    let auth = find(&pl, |x| if let Payload::Auth(a) = x { Some(a.clone()) } else { None }).unwrap();
+    assert_eq!(auth.data, c.expected_responder_auth(PSK, &idr), "gateway PSK AUTH (RFC 7296 §2.15)");
+    let req = eap_of(&pl).unwrap();
+    assert_eq!((req.code, req.method.clone()), (eap::CODE_REQUEST, Some((eap::TYPE_IDENTITY, vec![]))));
+    // HDR, SK {EAP(Identity)} --> <-- HDR, SK {EAP(MSCHAPv2 Challenge)}
+    let r = sim
+        .send_all(p, &c.eap(eap::CODE_RESPONSE, req.identifier, Some((eap::TYPE_IDENTITY, USER.as_bytes().to_vec()))));
+    let (_, pl) = c.open(&r);
+    let ch = eap_of(&pl).unwrap();
+    // HDR, SK {EAP(MSCHAPv2 Response)} --> <-- HDR, SK {EAP(Success request | Failure request)}
+    let (dg, nt, peer, auth_ch) = c.mschap_response(&ch, USER, password);
+    let r = sim.send_all(p, &dg);
+    let (_, pl) = c.open(&r);
+    let res = eap_of(&pl).unwrap();
+    let Some((eap::TYPE_MSCHAPV2, d)) = &res.method else { panic!("no mschapv2") };
+    match MsChapV2::parse(d, true).unwrap() {
+        MsChapV2::SuccessRequest { message, .. } => {
+            let want = common::mschap::authenticator_response(password, &nt, &peer, &auth_ch, USER);
+            assert!(message.starts_with(want.as_bytes()), "authenticator response (RFC 2759 §8.7)");
+        }
+        MsChapV2::FailureRequest { message, .. } => {
+            assert!(message.starts_with(b"E=691 R=0 C="));
+            let r = sim.send_all(
+                p,
+                &c.eap(
+                    eap::CODE_RESPONSE,
+                    res.identifier,
+                    Some((eap::TYPE_MSCHAPV2, MsChapV2::FailureResponse.encode())),
+                ),
+            );
+            return c.open(&r).1;
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // HDR, SK {EAP(Success response)} --> <-- HDR, SK {EAP(Success)}
+    let r = sim.send_all(
+        p,
+        &c.eap(eap::CODE_RESPONSE, res.identifier, Some((eap::TYPE_MSCHAPV2, MsChapV2::SuccessResponse.encode()))),
+    );
+    let (_, pl) = c.open(&r);
+    assert_eq!(eap_of(&pl).unwrap().code, eap::CODE_SUCCESS);
+    // HDR, SK {AUTH(MSK)} --> <-- HDR, SK {AUTH, CP(REPLY), SAr2, TSi, TSr}
+    let msk = common::mschap::msk(password, &nt);
+    let a = c.auth_value(&msk);
+    let r = sim.send_all(
+        p,
+        &c.request(
+            ExchangeType::IKE_AUTH,
+            vec![Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: a })],
+        ),
+    );
+    let (_, pl) = c.open(&r);
+    let auth = find(&pl, |x| if let Payload::Auth(a) = x { Some(a.clone()) } else { None }).unwrap();
+    assert_eq!(auth.data, c.expected_responder_auth(&msk, &idr), "AUTH from the MSK (RFC 7296 §2.16)");
+    pl
+}
+
+#[test]
+fn invalid_ke_then_full_eap_mschapv2_login() {
+    let mut sim = Sim::new(config(100, 1280));
+    let p = path(4500, 4500);
+    let mut c = client(1, p);
+    // HDR, SAi1, KEi(31), Ni --> <-- HDR, N(INVALID_KE_PAYLOAD, 20)   (RFC 7296 §1.2)
+    let r = sim.send(p, &c.sa_init(DhGroup::Curve25519, None, false));
+    let n = c.sa_init_response(&r[0]).unwrap_err();
+    assert_eq!((n.ty, n.data.clone()), (NotifyType::INVALID_KE_PAYLOAD, vec![0, 20]));
+    assert_eq!(sim.gw.ike_sa_count(), 0, "no state for a refused KE");
+    // Retry with group 20.
+    let resp = init(&mut sim, &mut c, p, false);
+    assert!(notify_of(&resp.payloads, NotifyType::NAT_DETECTION_SOURCE_IP).is_some());
+    assert!(notify_of(&resp.payloads, NotifyType::NAT_DETECTION_DESTINATION_IP).is_some());
+    assert_eq!(notify_of(&resp.payloads, NotifyType::SIGNATURE_HASH_ALGORITHMS).unwrap().data, vec![0, 2, 0, 3, 0, 4]);
+    let pl = eap_login(&mut sim, &mut c, p, PASSWORD);
+    // CP reply: first pool address, DNS and the split-include subnet.
+    let cp = find(&pl, |x| if let Payload::Cp(c) = x { Some(c.clone()) } else { None }).unwrap();
+    assert_eq!(cp.cfg_type, CfgType::CFG_REPLY);
+    assert_eq!(ipv4(&cp.attributes[0].value), Ipv4Addr::new(10, 40, 40, 2));
+    assert!(cp.attributes.iter().any(|a| a.ty == CpAttrType::INTERNAL_IP4_DNS && a.value == vec![10, 50, 0, 53]));
+    assert!(cp
+        .attributes
+        .iter()
+        .any(|a| a.ty == CpAttrType::INTERNAL_IP4_SUBNET && a.value == vec![10, 50, 0, 0, 255, 255, 255, 0]));
+    // TS narrowed: TSi to the /32, TSr to the split subnet (RFC 7296 §2.9).
+    let tsi = find(&pl, |x| if let Payload::TsI(t) = x { Some(t.clone()) } else { None }).unwrap();
+    let tsr = find(&pl, |x| if let Payload::TsR(t) = x { Some(t.clone()) } else { None }).unwrap();
+    assert_eq!(
+        tsi.selectors,
+        vec![TrafficSelector::ipv4_range(Ipv4Addr::new(10, 40, 40, 2), Ipv4Addr::new(10, 40, 40, 2))]
+    );
+    assert_eq!(
+        tsr.selectors,
+        vec![TrafficSelector::ipv4_range(Ipv4Addr::new(10, 50, 0, 0), Ipv4Addr::new(10, 50, 0, 255))]
+    );
+    let sar = find(&pl, |x| if let Payload::Sa(s) = x { Some(s.clone()) } else { None }).unwrap();
+    let keys = c.child_keys(&sar);
+    // Events: established, then the ESP SA with the same keys the initiator derived.
+    let ev = sim.events();
+    assert!(ev.iter().any(|e| matches!(e, Event::InitialContact { peer_id, .. } if peer_id == USER)));
+    assert!(ev.iter().any(|e| matches!(e, Event::IkeSaEstablished { user: Some(u), assigned: Some(a), .. } if u == USER && *a == Ipv4Addr::new(10, 40, 40, 2))));
+    let child = ev.into_iter().find_map(|e| if let Event::InstallChildSa(c) = e { Some(c) } else { None }).unwrap();
+    assert_eq!(child.outbound_spi, 0xc1c2c3c4);
+    assert_eq!(u32::from_be_bytes(sar.proposals[0].spi[..].try_into().unwrap()), child.inbound_spi);
+    assert_eq!(child.inbound.encr, keys.encr_i);
+    assert_eq!(child.inbound.integ, keys.integ_i);
+    assert_eq!(child.outbound.encr, keys.encr_r);
+    assert!(child.udp_encap, "IKE on 4500 means ESP in UDP");
+    assert_eq!(sim.gw.established_count(), 1);
+    assert_eq!(sim.gw.poll_timeout(), None, "established SAs have no negotiation deadline");
+    // The verifier saw wall-clock time derived from the anchor.
+    assert_eq!(sim.gw.verifier_mut().1, vec![UNIX0]);
+}
+
+#[test]
+fn wrong_password_is_refused_and_cleaned_up() {
+    let mut sim = Sim::new(config(100, 1280));
+    let p = path(500, 500);
+    let mut c = client(2, p);
+    init(&mut sim, &mut c, p, false);
+    let pl = eap_login(&mut sim, &mut c, p, "wrong");
+    // <-- HDR, SK {EAP(Failure), N(AUTHENTICATION_FAILED)}
+    assert_eq!(eap_of(&pl).unwrap().code, eap::CODE_FAILURE);
+    assert!(notify_of(&pl, NotifyType::AUTHENTICATION_FAILED).is_some());
+    let ev = sim.events();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::AuthFailed { user, reason, .. } if user == USER && reason == "bad credentials")));
+    assert!(!ev.iter().any(|e| matches!(e, Event::InstallChildSa(_))));
+    assert!(sim.gw.pool_mut().used.is_empty());
+    sim.advance(Duration::from_secs(31));
+    assert!(sim.events().iter().any(|e| matches!(e, Event::IkeSaClosed { reason: CloseReason::AuthFailed, .. })));
+    assert_eq!(sim.gw.ike_sa_count(), 0);
+}
+
+#[test]
+fn retransmissions_get_cached_responses() {
+    let mut sim = Sim::new(config(100, 1280));
+    let p = path(500, 500);
+    let mut c = client(3, p);
+    let req = c.sa_init(DhGroup::Ecp384, None, false);
+    let r1 = sim.send(p, &req);
+    // RFC 7296 §2.1: the same request again gets the same response, and no second SA.
+    let r2 = sim.send(p, &req);
+    assert_eq!(r1, r2);
+    assert_eq!(sim.gw.ike_sa_count(), 1);
+    c.sa_init_response(&r1[0]).unwrap();
+    let a1 = c.auth1(None);
+    let resp1 = sim.send_all(p, &a1);
+    // Lost response: the initiator retransmits the identical IKE_AUTH request.
+    let resp2 = sim.send_all(p, &a1);
+    assert_eq!(resp1, resp2);
+    assert_eq!(sim.gw.stats().retransmits, 2);
+    // An old message ID that is not the last request is dropped.
+    let stale = c.request(ExchangeType::IKE_AUTH, vec![]);
+    c.mid -= 1;
+    let mut old = stale[0].clone();
+    old[20..24].copy_from_slice(&0u32.to_be_bytes());
+    assert!(sim.send(p, &old).is_empty());
+    // A corrupted datagram fails integrity silently (RFC 7296 §2.21.1).
+    let mut bad = stale[0].clone();
+    let n = bad.len();
+    bad[n - 1] ^= 0x55;
+    assert!(sim.send(p, &bad).is_empty());
+    assert_eq!(sim.gw.stats().integrity_failed, 1);
+}
+
+#[test]
+fn cookie_above_half_open_threshold() {
+    // RFC 7296 §2.6:  HDR, SAi1, KEi, Ni --> <-- HDR, N(COOKIE)
+    //                 HDR, N(COOKIE), SAi1, KEi, Ni --> <-- HDR, SAr1, KEr, Nr
+    let mut sim = Sim::new(config(1, 1280));
+    let p = path(500, 500);
+    let mut first = client(4, p);
+    init(&mut sim, &mut first, p, false);
+    let p2 = path(501, 500);
+    let mut c = client(5, p2);
+    let r = sim.send(p2, &c.sa_init(DhGroup::Ecp384, None, false));
+    let n = c.sa_init_response(&r[0]).unwrap_err();
+    assert_eq!(n.ty, NotifyType::COOKIE);
+    assert_eq!(sim.gw.ike_sa_count(), 1);
+    // A wrong cookie is challenged again.
+    let r = sim.send(p2, &c.sa_init(DhGroup::Ecp384, Some(vec![1; 33]), false));
+    assert_eq!(c.sa_init_response(&r[0]).unwrap_err().ty, NotifyType::COOKIE);
+    // The right one is accepted.
+    let r = sim.send(p2, &c.sa_init(DhGroup::Ecp384, Some(n.data), false));
+    assert!(c.sa_init_response(&r[0]).is_ok());
+    assert_eq!(sim.gw.ike_sa_count(), 2);
+    assert_eq!(sim.gw.stats().cookies_sent, 2);
+}
+
+#[test]
+fn negotiate_timeout_removes_half_open_and_unfinished() {
+    let mut sim = Sim::new(config(100, 1280));
+    let p = path(500, 500);
+    let mut c = client(6, p);
+    init(&mut sim, &mut c, p, false);
+    let r = sim.send_all(p, &c.auth1(None));
+    assert!(!r.is_empty());
+    assert_eq!(sim.gw.poll_timeout(), Some(sim.t0 + Duration::from_secs(30)));
+    sim.advance(Duration::from_secs(29));
+    assert_eq!(sim.gw.ike_sa_count(), 1);
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.gw.ike_sa_count(), 0);
+    assert!(sim
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::IkeSaClosed { reason: CloseReason::NegotiationTimeout, .. })));
+}
+
+#[test]
+fn fragmented_exchange_with_reordering() {
+    // RFC 7383: both sides announce IKEV2_FRAGMENTATION_SUPPORTED; large messages go as SKF.
+    let mut sim = Sim::new(config(100, 110));
+    let p = path(4500, 4500);
+    let mut c = client(7, p);
+    let resp = init(&mut sim, &mut c, p, true);
+    assert!(notify_of(&resp.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some());
+    // The initiator fragments at 400 bytes; pad IKE_AUTH with a large vendor ID to force it.
+    let mut frags = c.request(
+        ExchangeType::IKE_AUTH,
+        vec![
+            Payload::IdI(c.idi.clone()),
+            Payload::VendorId(vec![0x42; 900]),
+            Payload::Cp(CpPayload {
+                cfg_type: CfgType::CFG_REQUEST,
+                attributes: vec![CpAttribute { ty: CpAttrType::INTERNAL_IP4_ADDRESS, value: vec![] }],
+            }),
+            Payload::Sa(c.esp.to_sa(c.esp_spi)),
+            Payload::TsI(TsPayload { selectors: vec![TrafficSelector::ipv4_any()] }),
+            Payload::TsR(TsPayload { selectors: vec![TrafficSelector::ipv4_any()] }),
+        ],
+    );
+    assert!(frags.len() >= 3);
+    frags.reverse();
+    let r = sim.send_all(p, &frags);
+    assert!(r.len() >= 2, "response fragmented at 110 bytes");
+    assert!(r.iter().all(|d| d.len() <= 110));
+    let (_, pl) = c.open(&r.iter().rev().cloned().collect::<Vec<_>>());
+    assert!(eap_of(&pl).is_some());
+    // Retransmitted first fragment: all response fragments again.
+    let again = sim.send(p, frags.last().unwrap());
+    assert_eq!(again, r);
+}
+
+#[test]
+fn psk_client_in_one_round_trip() {
+    let mut sim = Sim::new(config(100, 1280));
+    let p = path(500, 500);
+    let mut c = client(8, p);
+    init(&mut sim, &mut c, p, false);
+    let r = sim.send_all(p, &c.auth1(Some(PSK)));
+    let (_, pl) = c.open(&r);
+    assert!(find(&pl, |x| if let Payload::Sa(s) = x { Some(s.clone()) } else { None }).is_some());
+    assert!(sim.events().iter().any(|e| matches!(e, Event::InstallChildSa(_))));
+    // A wrong PSK is refused.
+    let mut c2 = client(9, path(502, 500));
+    init(&mut sim, &mut c2, path(502, 500), false);
+    let r = sim.send_all(path(502, 500), &c2.auth1(Some(b"nope")));
+    let (_, pl) = c2.open(&r);
+    assert!(notify_of(&pl, NotifyType::AUTHENTICATION_FAILED).is_some());
+}
+
+#[test]
+fn every_ike_suite_and_group_completes() {
+    for (i, (p1, group, dh)) in [
+        ("aes128-sha256", 20u16, DhGroup::Ecp384),
+        ("aes256-sha512", 21, DhGroup::Ecp521),
+        ("aes128-sha1", 14, DhGroup::Modp2048),
+        ("aes256gcm-prfsha384", 19, DhGroup::Ecp256),
+        ("chacha20poly1305-prfsha256", 31, DhGroup::Curve25519),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cfg = config(100, 1280);
+        cfg.ike = IkeOffer::parse(p1, &[group], false).unwrap();
+        let mut sim = Sim::new(cfg);
+        let p = path(500, 500);
+        let mut c = Initiator::new(
+            100 + i as u64,
+            IkeOffer::parse(p1, &[group], false).unwrap(),
+            EspOffer::parse("aes256gcm", &[], false).unwrap(),
+            USER,
+            p,
+        );
+        let req = c.sa_init(dh, None, false);
+        let r = sim.send(p, &req);
+        c.sa_init_response(&r[0]).unwrap_or_else(|n| panic!("{p1}: {}", n.ty));
+        let pl = eap_login(&mut sim, &mut c, p, PASSWORD);
+        assert!(find(&pl, |x| if let Payload::Sa(s) = x { Some(s.clone()) } else { None }).is_some(), "{p1}");
+        assert_eq!(sim.gw.established_count(), 1, "{p1}");
+    }
+}
+
+#[test]
+fn unsupported_critical_payload_in_sa_init() {
+    let mut sim = Sim::new(config(100, 1280));
+    let p = path(500, 500);
+    let mut c = client(10, p);
+    let mut req = c.sa_init(DhGroup::Ecp384, None, false);
+    // Append an unknown payload type 200 with the critical bit after the last payload.
+    let mut r = dialgate_ike::codec::Reader::init(&req[28..]);
+    let last;
+    loop {
+        let at = 28 + r.used();
+        let np = r.u8("np").unwrap();
+        r.u8("f").unwrap();
+        let len = r.u16("l").unwrap() as usize;
+        r.take(len - 4, "b").unwrap();
+        if np == 0 {
+            last = at;
+            break;
+        }
+    }
+    req[last] = 200;
+    req.extend_from_slice(&[0, 0x80, 0, 4]);
+    let n = req.len() as u32;
+    req[24..28].copy_from_slice(&n.to_be_bytes());
+    let out = sim.send(p, &req);
+    let m = Message::parse(&out[0]).unwrap();
+    assert_eq!(m.payloads, vec![Payload::Notify(Notify::new(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![200]))]);
+}
+
+#[test]
+fn two_clients_get_different_addresses() {
+    let mut sim = Sim::new(config(100, 1280));
+    let mut addrs = vec![];
+    for (seed, port) in [(11u64, 4500u16), (12, 4501)] {
+        let p = path(port, 4500);
+        let mut c = client(seed, p);
+        init(&mut sim, &mut c, p, false);
+        let pl = eap_login(&mut sim, &mut c, p, PASSWORD);
+        let cp = find(&pl, |x| if let Payload::Cp(c) = x { Some(c.clone()) } else { None }).unwrap();
+        addrs.push(ipv4(&cp.attributes[0].value));
+    }
+    assert_eq!(addrs, vec![Ipv4Addr::new(10, 40, 40, 2), Ipv4Addr::new(10, 40, 40, 3)]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Random and mutated datagrams never panic the responder (decode + state machine).
+    #[test]
+    fn responder_survives_garbage(flips in proptest::collection::vec((0usize..2000, any::<u8>()), 1..8), junk in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mut sim = Sim::new(config(100, 1280));
+        let p = path(500, 500);
+        let mut c = client(13, p);
+        let req = c.sa_init(DhGroup::Ecp384, None, false);
+        let mut m = req.clone();
+        for (i, v) in &flips {
+            let n = m.len();
+            m[i % n] ^= v;
+        }
+        sim.send(p, &m);
+        sim.send(p, &junk);
+        let r = sim.send(p, &req);
+        if let Some(r0) = r.first() {
+            if c.sa_init_response(r0).is_ok() {
+                let mut a = c.auth1(None)[0].clone();
+                for (i, v) in &flips {
+                    let n = a.len();
+                    a[i % n] ^= v;
+                }
+                sim.send(p, &a);
+            }
+        }
+        let _ = sim.events();
+    }
+}
