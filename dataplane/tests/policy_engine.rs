@@ -163,7 +163,7 @@ fn user_group_condition() {
 fn compile_errors() {
     let s = spec(1, pool(), lan(), "ALL", Action::Accept);
     assert!(PolicySet::compile(&[s.clone(), s.clone()], 3, None).is_err(), "duplicate id");
-    assert!(PolicySet::compile(&[s.clone()], 1, None).is_err(), "LAN index 1 with one interface");
+    assert!(PolicySet::compile(std::slice::from_ref(&s), 1, None).is_err(), "LAN index 1 with one interface");
     let zero = PolicySpec { id: 0, ..s };
     assert!(PolicySet::compile(&[zero], 3, None).is_err());
 }
