@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use dialgate_dataplane::nat::{ConnTable, NatConfig, NatError, RssSteer, Timeouts};
+use dialgate_dataplane::nat::{ConnTable, NatConfig, NatError, Prefetch, RssSteer, Timeouts};
 use dialgate_dataplane::wire::checksum;
 use proptest::prelude::*;
 
@@ -136,8 +136,15 @@ fn two_clients_keep_distinct_translations_and_replies_map_back() {
     assert_eq!((ports(&a).0, ports(&b).0), (oa.port, ob.port));
     assert!(checksums_valid(&a) && checksums_valid(&b));
 
-    // A second packet of the same flow keeps its translation.
+    // A second packet of the same flow keeps its translation (prefetching first changes nothing,
+    // nor does prefetching garbage).
     let mut a2 = packet(TCP, client(1), SERVER, 40000, 443, b"more", 0x10);
+    for stage in [Prefetch::Index, Prefetch::Entry] {
+        t.prefetch_outbound(1, &a2, stage);
+        t.prefetch_outbound(1, &[0xff; 7], stage);
+        t.prefetch_reply(&swap(&a), stage);
+    }
+    assert_eq!(t.len(), 2);
     let oa2 = t.outbound(1, 1, &mut a2, Some(GW_LAN)).unwrap();
     assert!(!oa2.new_flow);
     assert_eq!(oa2.port, oa.port);
