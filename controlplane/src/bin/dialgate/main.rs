@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 mod config;
 mod esp;
+mod run;
 
-const USAGE: &str = "usage: dialgate esp seal|open ... | dialgate config check|show FILE ...";
+const USAGE: &str =
+    "usage: dialgate esp seal|open ... | dialgate config check|show FILE ... | dialgate run --config FILE [--listen ADDR] [--tunnel NAME]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("esp") => esp::main(rest),
         Some("config") => config::main(rest),
+        Some("run") => run::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

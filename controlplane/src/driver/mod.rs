@@ -1,0 +1,196 @@
+//! Drivers: what feeds the sans-IO IKE responder with datagrams and time, and carries its output
+//! away. This module and its children are the only tokio code of the control plane.
+//!
+//! How to drive it: build a responder (see [`crate::gateway`]), then run [`udp::run`] with the
+//! listen address, an [`SaSink`] (where CHILD_SA installs go: the DPDK data plane later,
+//! [`LogOnlySink`] until then) and a shutdown future. Events become log lines through
+//! [`EventLog`]: `Debug` lines in the FortiOS `diagnose debug application ike` style on stderr,
+//! one summary line per established SA, installed CHILD_SA and failure on stdout (never keys).
+
+pub mod udp;
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use dialgate_ike::crypto::{Encr, Integ};
+use dialgate_ike::message::TrafficSelector;
+use dialgate_ike::proposal::EspSuite;
+use dialgate_ike::responder::{ChildSa, CloseReason, Event};
+
+/// Where negotiated CHILD_SAs go: the seam to the data plane.
+pub trait SaSink {
+    /// Installs an inbound/outbound ESP SA pair (the keys move with it and are zeroized on drop).
+    fn install(&mut self, sa: ChildSa);
+    /// Removes every CHILD_SA of IKE SA `ike_spi`.
+    fn remove_ike_sa(&mut self, ike_spi: u64);
+}
+
+/// A sink for hosts without a data plane: it only counts (the keys are dropped, hence zeroized).
+#[derive(Debug, Default)]
+pub struct LogOnlySink {
+    /// CHILD_SAs received.
+    pub installed: u64,
+}
+
+impl SaSink for LogOnlySink {
+    fn install(&mut self, _sa: ChildSa) {
+        self.installed += 1;
+    }
+    fn remove_ike_sa(&mut self, _ike_spi: u64) {}
+}
+
+/// The FortiOS proposal name of an ESP suite (`aes128gcm`, `aes256-sha256`, ...).
+pub fn suite_name(s: &EspSuite) -> String {
+    let cipher = match s.encr {
+        Encr::AesCbc { key_len } => format!("aes{}", key_len * 8),
+        Encr::AesGcm16 { key_len } => format!("aes{}gcm", key_len * 8),
+        Encr::ChaCha20Poly1305 => "chacha20poly1305".to_string(),
+    };
+    match s.integ {
+        None => cipher,
+        Some(i) => {
+            let h = match i {
+                Integ::HmacSha1_96 => "sha1",
+                Integ::HmacSha256_128 => "sha256",
+                Integ::HmacSha384_192 => "sha384",
+                Integ::HmacSha512_256 => "sha512",
+            };
+            format!("{cipher}-{h}")
+        }
+    }
+}
+
+fn ts_list(ts: &[TrafficSelector]) -> String {
+    let v: Vec<String> = ts
+        .iter()
+        .map(|t| {
+            if t.start_addr == t.end_addr {
+                t.start_addr.to_string()
+            } else {
+                format!("{}-{}", t.start_addr, t.end_addr)
+            }
+        })
+        .collect();
+    v.join(",")
+}
+
+/// The one-line summary of a CHILD_SA (SPIs, suite, selectors, endpoints, address; no keys).
+pub fn child_summary(sa: &ChildSa) -> String {
+    format!(
+        "install child SA: in_spi={:08x} out_spi={:08x} suite={} esn={} encap={} peer={} local={} tsi={} tsr={} assigned={}",
+        sa.inbound_spi,
+        sa.outbound_spi,
+        suite_name(&sa.suite),
+        if sa.esn { "yes" } else { "no" },
+        if sa.udp_encap { "udp" } else { "none" },
+        sa.path.remote,
+        sa.path.local,
+        ts_list(&sa.tsi),
+        ts_list(&sa.tsr),
+        sa.assigned.map_or_else(|| "none".to_string(), |a| a.to_string()),
+    )
+}
+
+/// Turns responder events into log lines and data-plane commands.
+#[derive(Debug)]
+pub struct EventLog {
+    tunnel: String,
+    serials: HashMap<u64, u32>,
+    next_serial: u32,
+}
+
+impl EventLog {
+    /// A log for the tunnel (phase1) `tunnel`.
+    pub fn new(tunnel: &str) -> Self {
+        Self { tunnel: tunnel.to_string(), serials: HashMap::new(), next_serial: 0 }
+    }
+
+    /// The prefix of a line about IKE SA `spi`: `ike V=root:0:NAME:SERIAL: ` (serials number the
+    /// IKE SAs in order of first appearance, as the seed's debug output does).
+    pub fn prefix(&mut self, spi: Option<u64>) -> String {
+        match spi {
+            Some(spi) => {
+                let next = &mut self.next_serial;
+                let n = *self.serials.entry(spi).or_insert_with(|| {
+                    *next += 1;
+                    *next
+                });
+                format!("ike V=root:0:{}:{}: ", self.tunnel, n)
+            }
+            None => format!("ike V=root:0:{}: ", self.tunnel),
+        }
+    }
+
+    /// Handles one event: logs it, and forwards SA installs and removals to `sink`.
+    pub fn handle(&mut self, ev: Event, sink: &mut dyn SaSink) {
+        match ev {
+            Event::Debug { spi, line } => {
+                let p = self.prefix(spi);
+                let _ = writeln!(std::io::stderr(), "{p}{line}");
+            }
+            Event::IkeSaEstablished { spi, path, user, peer_id, assigned } => {
+                let p = self.prefix(Some(spi));
+                out(format!(
+                    "{p}IKE SA established: spi={spi:016x} peer={} peer-id={peer_id} eap-user={} assigned={}",
+                    path.remote,
+                    user.as_deref().unwrap_or("none"),
+                    assigned.map_or_else(|| "none".to_string(), |a| a.to_string()),
+                ));
+            }
+            Event::InstallChildSa(sa) => {
+                let p = self.prefix(Some(sa.ike_spi));
+                out(format!("{p}{}", child_summary(&sa)));
+                sink.install(sa);
+            }
+            Event::InitialContact { spi, peer_id } => {
+                let p = self.prefix(Some(spi));
+                let _ = writeln!(std::io::stderr(), "{p}initial contact from {peer_id}");
+            }
+            Event::AuthFailed { spi, user, reason } => {
+                let p = self.prefix(Some(spi));
+                out(format!("{p}authentication failed: user=\"{user}\" reason: {reason}"));
+            }
+            Event::IkeSaClosed { spi, reason } => {
+                let p = self.prefix(Some(spi));
+                let why = match reason {
+                    CloseReason::NegotiationTimeout => "negotiation timeout",
+                    CloseReason::AuthFailed => "authentication failed",
+                };
+                out(format!("{p}IKE SA closed: {why}"));
+                sink.remove_ike_sa(spi);
+                self.serials.remove(&spi);
+            }
+            other => {
+                let _ = writeln!(std::io::stderr(), "ike V=root:0:{}: event {other:?}", self.tunnel);
+            }
+        }
+    }
+}
+
+fn out(line: String) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suite_names_follow_fortios() {
+        let s = |w: &str| suite_name(&EspSuite::parse(w).unwrap());
+        for w in ["aes128-sha1", "aes256-sha256", "aes128gcm", "aes256gcm", "chacha20poly1305", "aes256-sha512"] {
+            assert_eq!(s(w), w);
+        }
+    }
+
+    #[test]
+    fn serials_number_sas_in_order() {
+        let mut l = EventLog::new("Test-Dialup");
+        assert_eq!(l.prefix(Some(0xaa)), "ike V=root:0:Test-Dialup:1: ");
+        assert_eq!(l.prefix(Some(0xbb)), "ike V=root:0:Test-Dialup:2: ");
+        assert_eq!(l.prefix(Some(0xaa)), "ike V=root:0:Test-Dialup:1: ");
+        assert_eq!(l.prefix(None), "ike V=root:0:Test-Dialup: ");
+    }
+}

@@ -1,0 +1,185 @@
+//! The plain UDP-socket driver: IKE on ports 500 and 4500 (RFC 7296 §2.23, RFC 3948) through
+//! ordinary sockets, for tests and hosts without the DPDK data plane.
+//!
+//! How to drive it: [`Sockets::bind`] the two ports, then [`run`] the responder until the
+//! shutdown future completes. On port 4500 a datagram is a NAT keepalive (the single byte 0xFF,
+//! RFC 3948 §2.3), IKE (the 4-byte non-ESP marker, stripped here), or ESP (anything else: counted
+//! and dropped, since ESP belongs to the data plane). Transmits whose local port is the NAT-T
+//! port leave from that socket with the marker prepended.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use dialgate_ike::crypto::Entropy;
+use dialgate_ike::responder::{AddressPool, Path, Responder, UserVerifier};
+use tokio::net::UdpSocket;
+
+use super::{EventLog, SaSink};
+
+/// The non-ESP marker before IKE messages on port 4500 (RFC 3948 §2.2).
+pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
+
+/// What a datagram received on the NAT-T port is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NattDatagram<'a> {
+    /// A NAT keepalive.
+    Keepalive,
+    /// An IKE message (marker removed).
+    Ike(&'a [u8]),
+    /// An ESP packet (for the data plane).
+    Esp(&'a [u8]),
+    /// Too short to be anything.
+    Runt,
+}
+
+/// Classifies a datagram received on port 4500 (RFC 3948 §2.2, §2.3).
+pub fn classify_natt(d: &[u8]) -> NattDatagram<'_> {
+    match d {
+        [0xff] => NattDatagram::Keepalive,
+        [0, 0, 0, 0, rest @ ..] => NattDatagram::Ike(rest),
+        // ESP: SPI (non-zero) and sequence number at least.
+        _ if d.len() >= 8 => NattDatagram::Esp(d),
+        _ => NattDatagram::Runt,
+    }
+}
+
+/// Driver counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// IKE datagrams handed to the responder.
+    pub ike_rx: u64,
+    /// IKE datagrams sent.
+    pub ike_tx: u64,
+    /// NAT keepalives received (dropped).
+    pub keepalives: u64,
+    /// ESP-in-UDP packets received on 4500 and dropped (no data plane attached).
+    pub esp_dropped: u64,
+    /// Datagrams too short to classify.
+    pub runts: u64,
+    /// Send failures.
+    pub send_errors: u64,
+}
+
+/// The two IKE sockets.
+#[derive(Debug)]
+pub struct Sockets {
+    ike: UdpSocket,
+    natt: UdpSocket,
+    /// The local address put in [`Path::local`]: the bound address, or `local_hint` when bound
+    /// to the unspecified address (so NAT detection hashes name a real address).
+    local_ip: IpAddr,
+}
+
+impl Sockets {
+    /// Binds `ip:ike_port` and `ip:natt_port` (normally 500 and 4500; 0 picks a free port).
+    pub async fn bind(ip: IpAddr, ike_port: u16, natt_port: u16, local_hint: Option<IpAddr>) -> io::Result<Self> {
+        let ike = UdpSocket::bind(SocketAddr::new(ip, ike_port)).await?;
+        let natt = UdpSocket::bind(SocketAddr::new(ip, natt_port)).await?;
+        let local_ip = if ip.is_unspecified() { local_hint.unwrap_or(ip) } else { ip };
+        Ok(Self { ike, natt, local_ip })
+    }
+
+    /// The bound IKE (500) and NAT-T (4500) addresses.
+    pub fn local_addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.ike.local_addr()?, self.natt.local_addr()?))
+    }
+}
+
+/// Drains the responder's transmits and events.
+async fn flush<R: Entropy, V: UserVerifier, P: AddressPool>(
+    responder: &mut Responder<R, V, P>,
+    sockets: &Sockets,
+    natt_port: u16,
+    log: &mut EventLog,
+    sink: &mut dyn SaSink,
+    counters: &mut Counters,
+) {
+    while let Some(t) = responder.poll_transmit() {
+        let r = if t.path.local.port() == natt_port {
+            let mut d = Vec::with_capacity(t.payload.len() + 4);
+            d.extend_from_slice(&NON_ESP_MARKER);
+            d.extend_from_slice(&t.payload);
+            sockets.natt.send_to(&d, t.path.remote).await
+        } else {
+            sockets.ike.send_to(&t.payload, t.path.remote).await
+        };
+        match r {
+            Ok(_) => counters.ike_tx += 1,
+            Err(_) => counters.send_errors += 1,
+        }
+    }
+    while let Some(ev) = responder.poll_event() {
+        log.handle(ev, sink);
+    }
+}
+
+/// Runs the responder on `sockets` until `shutdown` completes; returns the counters.
+pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
+    responder: &mut Responder<R, V, P>,
+    sockets: &Sockets,
+    log: &mut EventLog,
+    sink: &mut dyn SaSink,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<Counters> {
+    let (ike_addr, natt_addr) = sockets.local_addrs()?;
+    let local_ike = SocketAddr::new(sockets.local_ip, ike_addr.port());
+    let local_natt = SocketAddr::new(sockets.local_ip, natt_addr.port());
+    let mut counters = Counters::default();
+    let mut buf_ike = vec![0u8; 65536];
+    let mut buf_natt = vec![0u8; 65536];
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = responder.poll_timeout();
+        let timer = async move {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break,
+            r = sockets.ike.recv_from(&mut buf_ike) => {
+                // Errors on UDP receive (e.g. ICMP port unreachable surfacing) are transient.
+                if let Ok((n, from)) = r {
+                    counters.ike_rx += 1;
+                    let path = Path { remote: from, local: local_ike };
+                    responder.handle_datagram(Instant::now(), path, &buf_ike[..n]);
+                }
+            }
+            r = sockets.natt.recv_from(&mut buf_natt) => {
+                if let Ok((n, from)) = r {
+                    match classify_natt(&buf_natt[..n]) {
+                        NattDatagram::Ike(m) => {
+                            counters.ike_rx += 1;
+                            let path = Path { remote: from, local: local_natt };
+                            responder.handle_datagram(Instant::now(), path, m);
+                        }
+                        NattDatagram::Keepalive => counters.keepalives += 1,
+                        NattDatagram::Esp(_) => counters.esp_dropped += 1,
+                        NattDatagram::Runt => counters.runts += 1,
+                    }
+                }
+            }
+            () = timer => responder.handle_timeout(Instant::now()),
+        }
+        flush(responder, sockets, natt_addr.port(), log, sink, &mut counters).await;
+    }
+    Ok(counters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natt_classification() {
+        assert_eq!(classify_natt(&[0xff]), NattDatagram::Keepalive);
+        assert_eq!(classify_natt(&[0, 0, 0, 0, 1, 2]), NattDatagram::Ike(&[1, 2]));
+        let esp = [0, 0, 1, 0, 0, 0, 0, 1, 9];
+        assert_eq!(classify_natt(&esp), NattDatagram::Esp(&esp));
+        assert_eq!(classify_natt(&[0, 0, 1]), NattDatagram::Runt);
+        assert_eq!(classify_natt(&[]), NattDatagram::Runt);
+    }
+}
