@@ -182,4 +182,88 @@ mod tests {
         assert_eq!(classify_natt(&[0, 0, 1]), NattDatagram::Runt);
         assert_eq!(classify_natt(&[]), NattDatagram::Runt);
     }
+
+    use crate::driver::{EventLog, LogOnlySink};
+    use crate::gateway::Gateway;
+    use dialgate_ike::crypto::dh::{DhGroup, DhPrivate};
+    use dialgate_ike::crypto::SystemEntropy;
+    use dialgate_ike::message::{
+        ExchangeType, Header, KePayload, Message, Payload, PayloadType, FLAG_INITIATOR, FLAG_RESPONSE,
+    };
+    use std::time::Duration;
+
+    /// An IKE_SA_INIT request (RFC 7296 §1.2) for the example gateway's offer, group 19.
+    fn sa_init(gw: &Gateway, spi_i: u64) -> Vec<u8> {
+        let dh = DhPrivate::generate(DhGroup::Ecp256, &mut SystemEntropy::default()).unwrap();
+        let payloads = vec![
+            Payload::Sa(gw.ike.ike.to_sa()),
+            Payload::Ke(KePayload { group: DhGroup::Ecp256.id(), data: dh.public().to_vec() }),
+            Payload::Nonce(vec![0x5a; 32]),
+        ];
+        let header = Header {
+            spi_i,
+            spi_r: 0,
+            next_payload: PayloadType::NONE,
+            version: 0x20,
+            exchange: ExchangeType::IKE_SA_INIT,
+            flags: FLAG_INITIATOR,
+            message_id: 0,
+            length: 0,
+        };
+        Message { header, payloads }.encode()
+    }
+
+    /// Loopback: IKE_SA_INIT with the non-ESP marker on the NAT-T port is answered from that
+    /// port with the marker (RFC 3948 §2.2); plain IKE on the IKE port is answered without it;
+    /// keepalives and ESP are counted and dropped.
+    #[test]
+    fn loopback_ports_and_marker() {
+        let cfg = crate::config::load_str(include_str!("../../../examples/dialgate.conf"), "x").unwrap();
+        let gw = Gateway::from_config(&cfg, None).unwrap();
+        let init_natt = sa_init(&gw, 0x1111_2222_3333_4444);
+        let init_ike = sa_init(&gw, 0x5555_6666_7777_8888);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let lo: IpAddr = [127, 0, 0, 1].into();
+            let sockets = Sockets::bind(lo, 0, 0, None).await.unwrap();
+            let (ike_addr, natt_addr) = sockets.local_addrs().unwrap();
+            let mut log = EventLog::new(&gw.name);
+            let mut sink = LogOnlySink::default();
+            let mut r = Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), 0);
+            let client = async move {
+                let c = UdpSocket::bind((lo, 0)).await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let mut d = NON_ESP_MARKER.to_vec();
+                d.extend_from_slice(&init_natt);
+                c.send_to(&d, natt_addr).await.unwrap();
+                let (n, from) =
+                    tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut buf)).await.unwrap().unwrap();
+                assert_eq!(from, natt_addr);
+                assert_eq!(&buf[..4], &NON_ESP_MARKER);
+                let m = Message::parse(&buf[4..n]).unwrap();
+                assert_eq!(m.header.spi_i, 0x1111_2222_3333_4444);
+                assert_ne!(m.header.flags & FLAG_RESPONSE, 0);
+                assert_ne!(m.header.spi_r, 0);
+
+                c.send_to(&init_ike, ike_addr).await.unwrap();
+                let (n, from) =
+                    tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut buf)).await.unwrap().unwrap();
+                assert_eq!(from, ike_addr);
+                assert_eq!(Message::parse(&buf[..n]).unwrap().header.spi_i, 0x5555_6666_7777_8888);
+
+                c.send_to(&[0xff], natt_addr).await.unwrap();
+                c.send_to(&[0, 0, 0x10, 0, 0, 0, 0, 1, 0xaa, 0xbb], natt_addr).await.unwrap();
+                c.send_to(&[1, 2], natt_addr).await.unwrap();
+                // Nothing answers those; give the driver time to count them.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let counters = run(&mut r, &sockets, &mut log, &mut sink, client).await.unwrap();
+            assert_eq!(counters.ike_rx, 2);
+            assert_eq!(counters.ike_tx, 2);
+            assert_eq!(counters.keepalives, 1);
+            assert_eq!(counters.esp_dropped, 1);
+            assert_eq!(counters.runts, 1);
+            assert_eq!(r.ike_sa_count(), 2);
+        });
+    }
 }

@@ -71,7 +71,15 @@ async fn shutdown_signal() {
 }
 
 pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
-    let Some(args) = parse(args)? else { return Ok(ExitCode::SUCCESS) };
+    let args = match parse(args) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            // Usage errors exit 2, as every dialgate subcommand does.
+            eprintln!("dialgate run: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let cfg = match config::load_file(&args.config) {
         Ok(c) => c,
         Err(errs) => {
