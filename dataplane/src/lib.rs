@@ -10,5 +10,8 @@ pub mod nat;
 pub mod pcap;
 pub mod policy;
 pub mod port;
+pub mod ring;
+pub mod route;
 pub mod sa;
 pub mod wire;
+pub mod worker;
