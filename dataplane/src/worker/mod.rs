@@ -30,6 +30,7 @@
 //! `#[cold]`. Inbound SAs are owned by one worker; see `sa::table` for why and how.
 
 pub mod classify;
+pub mod frames;
 pub mod stats;
 
 use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
