@@ -166,6 +166,10 @@ fn eap_login(sim: &mut Sim, c: &mut Initiator, p: Path, password: &str) -> Vec<P
         ),
     );
     let (_, pl) = c.open(&r);
+    if notify_of(&pl, NotifyType::AUTHENTICATION_FAILED).is_some() {
+        // Refused after EAP (a client check): no AUTH to verify.
+        return pl;
+    }
     let auth = find(&pl, |x| if let Payload::Auth(a) = x { Some(a.clone()) } else { None }).unwrap();
     assert_eq!(auth.data, c.expected_responder_auth(&msk, &idr), "AUTH from the MSK (RFC 7296 §2.16)");
     pl
@@ -480,4 +484,88 @@ proptest! {
         }
         let _ = sim.events();
     }
+}
+
+/// Hands out SPIs the way the data plane does (worker and slot in the low bits) and remembers them.
+struct DataPlaneSpis(std::sync::Arc<std::sync::Mutex<Vec<u32>>>, u32);
+
+impl dialgate_ike::responder::SpiSource for DataPlaneSpis {
+    fn allocate(&mut self) -> Option<u32> {
+        self.1 += 1;
+        let spi = 0x0100_0000 | self.1;
+        self.0.lock().unwrap().push(spi);
+        Some(spi)
+    }
+}
+
+/// Refuses clients whose private notify 0xF100 lacks `TAG=good`, accepts the rest with a reply notify.
+struct TagCheck(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl dialgate_ike::responder::ClientCheck for TagCheck {
+    fn check(&mut self, c: &dialgate_ike::responder::ClientInfo<'_>) -> dialgate_ike::responder::CheckVerdict {
+        use dialgate_ike::responder::CheckVerdict;
+        let data: Vec<String> = c.notifies.iter().map(|n| String::from_utf8_lossy(&n.data).into_owned()).collect();
+        self.0.lock().unwrap().push(format!("{}:{}:{}", c.user.unwrap_or("-"), c.now_unix, data.join("|")));
+        if data.iter().any(|d| d == "TAG=good") {
+            CheckVerdict::Accept {
+                debug: vec!["tags check success".into()],
+                notifies: vec![Notify::new(NotifyType(0xF101), b"ok".to_vec())],
+            }
+        } else {
+            CheckVerdict::Refuse {
+                reason: "tags check failure".into(),
+                debug: vec!["tags check failure, abort".into()],
+                notify: Some(Notify::new(NotifyType(0xF102), b"no tag".to_vec())),
+            }
+        }
+    }
+}
+
+/// The data plane's SPI source picks the inbound SPI; a client check between EAP and the
+/// CHILD_SA sees the private notifies of the first IKE_AUTH and can refuse the login.
+#[test]
+fn spi_source_and_client_check_hooks() {
+    let spis = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let mut sim = Sim::new(config(100, 1280));
+    sim.gw.set_spi_source(Box::new(DataPlaneSpis(spis.clone(), 0)));
+    sim.gw.set_client_check(Box::new(TagCheck(seen.clone())));
+
+    // Accepted: the response carries the check's notify and the SPI comes from the source.
+    let p = path(500, 500);
+    let mut c = client(21, p);
+    c.extra_auth1 = vec![
+        Payload::Notify(Notify::new(NotifyType(0xF100), b"TAG=good".to_vec())),
+        Payload::Notify(Notify::new(NotifyType::MOBIKE_SUPPORTED, vec![])),
+    ];
+    init(&mut sim, &mut c, p, false);
+    let pl = eap_login(&mut sim, &mut c, p, PASSWORD);
+    assert_eq!(notify_of(&pl, NotifyType(0xF101)).map(|n| n.data), Some(b"ok".to_vec()));
+    let installed: Vec<u32> = sim
+        .events()
+        .into_iter()
+        .filter_map(|e| if let Event::InstallChildSa(sa) = e { Some(sa.inbound_spi) } else { None })
+        .collect();
+    assert_eq!(installed, *spis.lock().unwrap(), "the SPI source chose the inbound SPI");
+    assert_eq!(installed.len(), 1);
+    let sa = find(&pl, |x| if let Payload::Sa(s) = x { Some(s.clone()) } else { None }).unwrap();
+    assert_eq!(sa.proposals[0].spi, installed[0].to_be_bytes().to_vec(), "the SPI sent to the peer");
+
+    // Refused: AUTHENTICATION_FAILED with the check's notify, no CHILD_SA, no address kept.
+    let p2 = path(501, 500);
+    let mut c2 = client(22, p2);
+    c2.extra_auth1 = vec![Payload::Notify(Notify::new(NotifyType(0xF100), b"TAG=bad".to_vec()))];
+    init(&mut sim, &mut c2, p2, false);
+    let pl = eap_login(&mut sim, &mut c2, p2, PASSWORD);
+    assert!(notify_of(&pl, NotifyType::AUTHENTICATION_FAILED).is_some());
+    assert_eq!(notify_of(&pl, NotifyType(0xF102)).map(|n| n.data), Some(b"no tag".to_vec()));
+    assert!(find(&pl, |x| if let Payload::Sa(s) = x { Some(s.clone()) } else { None }).is_none());
+    let ev = sim.events();
+    assert!(!ev.iter().any(|e| matches!(e, Event::InstallChildSa(_) | Event::IkeSaEstablished { .. })));
+    assert!(ev.iter().any(|e| matches!(e, Event::AuthFailed { reason, .. } if reason == "tags check failure")));
+    assert!(ev.iter().any(|e| matches!(e, Event::Debug { line, .. } if line == "tags check failure, abort")));
+    assert_eq!(spis.lock().unwrap().len(), 1, "no SPI taken for a refused client");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], format!("{USER}:{UNIX0}:TAG=good"), "only private notifies, with user and time");
 }

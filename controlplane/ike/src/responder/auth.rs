@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{notify, response_header, ChildSa, Ctx, DirectionKeys, Event, IkeSa, Path, Phase, Transmit};
-use super::{AddressPool, UserVerifier};
+use super::{AddressPool, CheckVerdict, ClientInfo, UserVerifier};
 use crate::codec::Codec;
 use crate::crypto::Entropy;
 use crate::eap::{self, EapPacket, MsChapV2};
@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::keymat::child_keymat;
 use crate::message::{
     find_notify, AuthMethod, AuthPayload, CfgType, CpAttrType, CpAttribute, CpPayload, ExchangeType, Header,
-    Identification, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
+    Identification, Notify, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
 };
 use crate::proposal::esp_key_lengths;
 use crate::sk::Opened;
@@ -34,7 +34,12 @@ pub(crate) struct PendingChild {
     tsr: TsPayload,
     cp: Option<CpPayload>,
     initial_contact: bool,
+    /// Private-use notifies (FortiClient endpoint data, tag tokens) for the client check.
+    client_notifies: Vec<Notify>,
 }
+
+/// First private-use Notify status type (RFC 7296 §3.10.1).
+const PRIVATE_NOTIFY: u16 = 40960;
 
 const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
 
@@ -233,8 +238,8 @@ fn step<R: Entropy, V: UserVerifier, P: AddressPool>(
                     let mut resp =
                         vec![Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: mine.to_vec() })];
                     ctx.debug(Some(sa.spi_r), "authentication succeeded".to_string());
-                    establish(ctx, sa, child, Some(user), &mut resp);
-                    (Phase::Established, resp)
+                    let phase = establish(ctx, sa, now, child, Some(user), &mut resp);
+                    (phase, resp)
                 }
                 _ => fail(ctx, sa, &user, "AUTH from MSK mismatch"),
             }
@@ -266,7 +271,7 @@ fn challenge<R: Entropy, V, P>(
 fn first_auth<R: Entropy, V, P: AddressPool>(
     ctx: &mut Ctx<R, V, P>,
     sa: &mut IkeSa,
-    _now: Instant,
+    now: Instant,
     payloads: Vec<Payload>,
 ) -> (Phase, Vec<Payload>) {
     ctx.debug(Some(sa.spi_r), "responder received AUTH msg".to_string());
@@ -275,8 +280,10 @@ fn first_auth<R: Entropy, V, P: AddressPool>(
         ctx.debug(Some(sa.spi_r), "processing notify type INITIAL_CONTACT".to_string());
     }
     let (mut idi, mut sa_p, mut tsi, mut tsr, mut cp, mut auth) = (None, None, None, None, None, None);
+    let mut client_notifies = Vec::new();
     for p in payloads {
         match p {
+            Payload::Notify(n) if n.ty.0 >= PRIVATE_NOTIFY => client_notifies.push(n),
             Payload::IdI(i) => idi = Some(i),
             Payload::Sa(s) => sa_p = Some(s),
             Payload::TsI(t) => tsi = Some(t),
@@ -290,7 +297,7 @@ fn first_auth<R: Entropy, V, P: AddressPool>(
         return (Phase::Dead, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);
     };
     ctx.debug(Some(sa.spi_r), format!("peer identifier {idi}"));
-    let child = PendingChild { idi, sa: sa_p, tsi, tsr, cp, initial_contact };
+    let child = PendingChild { idi, sa: sa_p, tsi, tsr, cp, initial_contact, client_notifies };
     let local_id = ctx.config.local_id.clone();
     let my_auth = shared_key_auth(sa, &ctx.config.psk, true, &local_id);
     let mut resp = vec![
@@ -305,8 +312,8 @@ fn first_auth<R: Entropy, V, P: AddressPool>(
             return fail(ctx, sa, &id, "PSK AUTH mismatch");
         }
         ctx.debug(Some(sa.spi_r), "authentication succeeded".to_string());
-        establish(ctx, sa, child, None, &mut resp);
-        return (Phase::Established, resp);
+        let phase = establish(ctx, sa, now, child, None, &mut resp);
+        return (phase, resp);
     }
     ctx.debug(Some(sa.spi_r), "eap-peer=yes".to_string());
     if ctx.config.eap_identity_request {
@@ -360,11 +367,42 @@ fn narrow(theirs: &TsPayload, ours: &[(u32, u32)]) -> Vec<TrafficSelector> {
 fn establish<R: Entropy, V, P: AddressPool>(
     ctx: &mut Ctx<R, V, P>,
     sa: &mut IkeSa,
+    now: Instant,
     child: PendingChild,
     user: Option<String>,
     resp: &mut Vec<Payload>,
-) {
+) -> Phase {
     let peer_id = user.clone().unwrap_or_else(|| child.idi.to_string());
+    let now_unix = ctx.now_unix(now);
+    if let Some(check) = ctx.client_check.as_mut() {
+        let info = ClientInfo {
+            spi: sa.spi_r,
+            user: user.as_deref(),
+            peer_id: &peer_id,
+            remote: sa.path.remote,
+            notifies: &child.client_notifies,
+            now_unix,
+        };
+        match check.check(&info) {
+            CheckVerdict::Accept { debug, notifies } => {
+                for line in debug {
+                    ctx.debug(Some(sa.spi_r), line);
+                }
+                resp.extend(notifies.into_iter().map(Payload::Notify));
+            }
+            CheckVerdict::Refuse { reason, debug, notify: n } => {
+                for line in debug {
+                    ctx.debug(Some(sa.spi_r), line);
+                }
+                let who = user.as_deref().unwrap_or(&peer_id).to_string();
+                let (phase, mut fail_resp) = fail(ctx, sa, &who, &reason);
+                resp.clear();
+                resp.extend(n.map(Payload::Notify));
+                resp.append(&mut fail_resp);
+                return phase;
+            }
+        }
+    }
     if child.initial_contact {
         ctx.events.push_back(Event::InitialContact { spi: sa.spi_r, peer_id: peer_id.clone() });
     }
@@ -405,7 +443,7 @@ fn establish<R: Entropy, V, P: AddressPool>(
         resp.push(Payload::Cp(CpPayload { cfg_type: CfgType::CFG_REPLY, attributes }));
     }
     if child.cp.is_some() && assigned.is_none() {
-        return;
+        return Phase::Established;
     }
     // TSi narrowed to the assigned /32, TSr to the split-include subnets.
     let tsi = match assigned {
@@ -416,25 +454,38 @@ fn establish<R: Entropy, V, P: AddressPool>(
     if tsi.is_empty() || tsr.is_empty() {
         ctx.debug(Some(sa.spi_r), "traffic selectors unacceptable".to_string());
         resp.push(notify(NotifyType::TS_UNACCEPTABLE, vec![]));
-        return;
+        return Phase::Established;
     }
-    let mut inbound_spi = 0u32;
-    while inbound_spi < 256 {
-        // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
-        inbound_spi = u32::from_be_bytes(ctx.random::<4>());
-    }
+    let inbound_spi = match ctx.spis.as_mut() {
+        Some(spis) => match spis.allocate() {
+            Some(spi) => spi,
+            None => {
+                ctx.debug(Some(sa.spi_r), "no inbound SA slot left in the data plane".to_string());
+                resp.push(notify(NotifyType::TEMPORARY_FAILURE, vec![]));
+                return Phase::Established;
+            }
+        },
+        None => {
+            let mut spi = 0u32;
+            while spi < 256 {
+                // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
+                spi = u32::from_be_bytes(ctx.random::<4>());
+            }
+            spi
+        }
+    };
     let choice = match ctx.config.esp.select(&child.sa, None, inbound_spi) {
         Ok(c) => c,
         Err(_) => {
             ctx.debug(Some(sa.spi_r), "no proposal chosen for CHILD_SA".to_string());
             resp.push(notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]));
-            return;
+            return Phase::Established;
         }
     };
     let (el, il) = esp_key_lengths(&choice.suite);
     let Ok(k) = child_keymat(sa.prf(), &sa.keys.sk_d, None, &sa.ni, &sa.nr, el, il) else {
         resp.push(notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]));
-        return;
+        return Phase::Established;
     };
     resp.push(Payload::Sa(choice.sa));
     resp.push(Payload::TsI(TsPayload { selectors: tsi.clone() }));
@@ -453,4 +504,5 @@ fn establish<R: Entropy, V, P: AddressPool>(
         udp_encap: sa.nat_detected || sa.path.local.port() == 4500,
         assigned,
     }));
+    Phase::Established
 }

@@ -141,6 +141,58 @@ pub trait AddressPool {
     fn release(&mut self, addr: Ipv4Addr);
 }
 
+/// Chooses the SPIs of inbound CHILD_SAs. The data plane encodes the owning worker and a table
+/// slot in its SPIs, so when one is attached it picks them, not the responder.
+pub trait SpiSource: Send {
+    /// A fresh inbound SPI (at least 256), or `None` when no slot is free.
+    fn allocate(&mut self) -> Option<u32>;
+}
+
+/// What the client presented besides its credentials, for the check between user
+/// authentication and the CHILD_SA (endpoint posture, RFC 7296 leaves this to policy).
+#[derive(Debug)]
+pub struct ClientInfo<'a> {
+    /// Our SPI of the IKE SA.
+    pub spi: u64,
+    /// EAP user name, if EAP was used.
+    pub user: Option<&'a str>,
+    /// The peer's IDi, printable.
+    pub peer_id: &'a str,
+    /// The peer's address as seen (possibly NAT-mapped).
+    pub remote: SocketAddr,
+    /// Notifies in the private-use range (40960-65535) of the first IKE_AUTH request, in order.
+    pub notifies: &'a [Notify],
+    /// Wall-clock Unix time.
+    pub now_unix: u64,
+}
+
+/// The outcome of a [`ClientCheck`].
+#[derive(Debug)]
+pub enum CheckVerdict {
+    /// Go on to the CHILD_SA; `notifies` are added to the IKE_AUTH response.
+    Accept {
+        /// Debug lines to log.
+        debug: Vec<String>,
+        /// Notifies for the response.
+        notifies: Vec<Notify>,
+    },
+    /// Fail IKE_AUTH: the response carries `notify` and AUTHENTICATION_FAILED.
+    Refuse {
+        /// Why (for the log, never a secret).
+        reason: String,
+        /// Debug lines to log.
+        debug: Vec<String>,
+        /// A notify the client can show (e.g. a private posture failure type).
+        notify: Option<Notify>,
+    },
+}
+
+/// A check after user authentication and before the CHILD_SA.
+pub trait ClientCheck: Send {
+    /// Checks a client that has just authenticated.
+    fn check(&mut self, client: &ClientInfo<'_>) -> CheckVerdict;
+}
+
 /// Keys of one direction of a CHILD_SA.
 pub struct DirectionKeys {
     /// Encryption key, with the 4-byte salt appended for AEADs.
@@ -318,6 +370,8 @@ pub(crate) struct Ctx<R, V, P> {
     pub(crate) stats: Stats,
     pub(crate) cookie_secret: Zeroizing<[u8; 32]>,
     pub(crate) anchor: (Instant, u64),
+    pub(crate) spis: Option<Box<dyn SpiSource>>,
+    pub(crate) client_check: Option<Box<dyn ClientCheck>>,
 }
 
 impl<R, V, P> Ctx<R, V, P> {
@@ -362,6 +416,8 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
                 stats: Stats::default(),
                 cookie_secret: secret,
                 anchor: (now, unix_now),
+                spis: None,
+                client_check: None,
             },
             sas: HashMap::new(),
             by_initiator: HashMap::new(),
@@ -458,6 +514,16 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
     /// The address pool.
     pub fn pool_mut(&mut self) -> &mut P {
         &mut self.ctx.pool
+    }
+
+    /// Lets `spis` choose inbound CHILD_SA SPIs from now on (the data plane's allocator).
+    pub fn set_spi_source(&mut self, spis: Box<dyn SpiSource>) {
+        self.ctx.spis = Some(spis);
+    }
+
+    /// Runs `check` on every client between user authentication and the CHILD_SA.
+    pub fn set_client_check(&mut self, check: Box<dyn ClientCheck>) {
+        self.ctx.client_check = Some(check);
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Initiator {
     pub frag: bool,
     pub reassembly: Reassembly,
     pub path: Path,
+    /// Extra payloads for the first IKE_AUTH (e.g. private notifies).
+    pub extra_auth1: Vec<Payload>,
 }
 
 pub fn find<T>(p: &[Payload], f: impl Fn(&Payload) -> Option<T>) -> Option<T> {
@@ -69,6 +71,7 @@ impl Initiator {
             frag: false,
             reassembly: Reassembly::default(),
             path,
+            extra_auth1: Vec::new(),
         }
     }
 
@@ -187,6 +190,7 @@ impl Initiator {
         p.push(Payload::TsR(TsPayload { selectors: vec![TrafficSelector::ipv4_any()] }));
         p.push(Payload::Notify(Notify::new(NotifyType::MOBIKE_SUPPORTED, vec![])));
         p.push(Payload::Notify(Notify::new(NotifyType::EAP_ONLY_AUTHENTICATION, vec![])));
+        p.extend(self.extra_auth1.iter().cloned());
         self.request(ExchangeType::IKE_AUTH, p)
     }
 
