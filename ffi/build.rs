@@ -119,6 +119,8 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs");
     println!("cargo:rustc-cfg=dpdk");
+    // Dependents' build scripts read this as DEP_DPDK_AVAILABLE to set their own `dpdk` cfg.
+    println!("cargo:available=1");
 }
 
 /// Runs pkg-config (honouring `$PKG_CONFIG`) and splits its output into arguments.

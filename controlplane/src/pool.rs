@@ -40,6 +40,14 @@ impl RangePool {
         self.used.contains(&u32::from(addr))
     }
 
+    /// The smallest range covering every address of the pool (the data plane indexes its
+    /// outbound table by address minus the first one), or `None` for an empty pool.
+    pub fn span(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        let lo = self.ranges.iter().map(|r| r.0).min()?;
+        let hi = self.ranges.iter().map(|r| r.1).max()?;
+        Some((Ipv4Addr::from(lo), Ipv4Addr::from(hi)))
+    }
+
     fn contains(&self, a: u32) -> bool {
         self.ranges.iter().any(|(s, e)| (*s..=*e).contains(&a))
     }

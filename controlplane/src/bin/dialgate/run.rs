@@ -1,10 +1,12 @@
-//! `dialgate run`: the gateway's IKE responder on plain UDP sockets.
+//! `dialgate run`: the gateway.
 //!
-//! Loads and validates the configuration (errors as `file:line:col: message`, exit 1), builds the
-//! responder of the first (or `--tunnel`) dial-up phase1, binds UDP 500 and 4500 on `--listen`
-//! (default 0.0.0.0) and drives it until SIGINT or SIGTERM. Debug lines go to stderr, summaries
-//! of established SAs and installed CHILD_SAs to stdout. CHILD_SAs go to a log-only sink until
-//! the DPDK data plane is attached.
+//! Loads and validates the configuration (errors as `file:line:col: message`, exit 1) and builds
+//! the responder of the first (or `--tunnel`) dial-up phase1. With `--cores FILE` (a core map)
+//! it runs on DPDK: workers on their cores poll the interfaces' `dpdk-device`s, IKE reaches the
+//! responder through the workers' exception ring and CHILD_SAs are installed in the data plane.
+//! Without it, the responder binds UDP 500 and 4500 on `--listen` (default 0.0.0.0) and
+//! CHILD_SAs only get logged (a host without DPDK, and tests). Runs until SIGINT or SIGTERM.
+//! Debug lines go to stderr, summaries of established SAs and installed CHILD_SAs to stdout.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -18,13 +20,15 @@ use dialgate_controlplane::gateway::Gateway;
 use dialgate_ike::crypto::SystemEntropy;
 use dialgate_ike::responder::Responder;
 
-const USAGE: &str = "usage: dialgate run --config FILE [--listen ADDR] [--tunnel NAME] [--ports IKE,NATT]";
+const USAGE: &str =
+    "usage: dialgate run --config FILE [--tunnel NAME] [--cores CORES.toml | --listen ADDR [--ports IKE,NATT]]";
 
 struct Args {
     config: String,
     listen: IpAddr,
     tunnel: Option<String>,
     ports: (u16, u16),
+    cores: Option<String>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
@@ -32,6 +36,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
     let mut listen: IpAddr = [0, 0, 0, 0].into();
     let mut tunnel = None;
     let mut ports = (500, 4500);
+    let mut cores = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
@@ -39,6 +44,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
             "--config" => config = Some(val()?.clone()),
             "--listen" => listen = val()?.parse().with_context(|| format!("--listen: not an address\n{USAGE}"))?,
             "--tunnel" => tunnel = Some(val()?.clone()),
+            "--cores" => cores = Some(val()?.clone()),
             "--ports" => {
                 let v = val()?;
                 let parsed = v.split_once(',').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
@@ -52,7 +58,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
         }
     }
     let config = config.with_context(|| format!("--config is required\n{USAGE}"))?;
-    Ok(Some(Args { config, listen, tunnel, ports }))
+    Ok(Some(Args { config, listen, tunnel, ports, cores }))
 }
 
 async fn shutdown_signal() {
@@ -90,6 +96,9 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         }
     };
     let gw = Gateway::from_config(&cfg, args.tunnel.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))?;
+    if let Some(cores) = &args.cores {
+        return dpdk_main(&cfg, gw, cores);
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
         let hint = gw.interface_ip.map(IpAddr::V4);
@@ -115,4 +124,38 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(not(dpdk))]
+fn dpdk_main(_cfg: &config::Config, _gw: Gateway, _cores: &str) -> anyhow::Result<ExitCode> {
+    bail!("this dialgate was built without DPDK (libdpdk-dev not found at build time); run without --cores")
+}
+
+#[cfg(dpdk)]
+fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str) -> anyhow::Result<ExitCode> {
+    use dialgate_controlplane::driver::dpdk::{self, DataPlane};
+    use dialgate_dataplane::coremap::CoreMap;
+
+    let text = std::fs::read_to_string(cores).with_context(|| format!("cannot read {cores}"))?;
+    let plan = CoreMap::from_toml(&text).and_then(|m| m.plan()).map_err(|e| anyhow::anyhow!("{cores}: {e}"))?;
+    let span = gw.pool.span();
+    let mut dp = DataPlane::start(cfg, plan, span, &gw.name)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut log = EventLog::new(&gw.name);
+    let mut responder =
+        Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
+    responder.set_spi_source(dp.spi_source());
+    println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
+    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal()));
+    println!(
+        "dialgate: stopped; ike rx {} tx {}, child SAs installed {} refused {} removed {}, established {}",
+        c.ike_rx,
+        c.ike_tx,
+        c.sa_installed,
+        c.sa_refused,
+        c.sa_removed,
+        responder.established_count()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,483 @@
+//! The DPDK driver: the gateway's ports polled by data-plane workers on their own cores, and
+//! the IKE responder fed from the workers' exception ring on the control core.
+//!
+//! How to drive it: [`DataPlane::start`] takes the loaded configuration and a validated core
+//! map [`Plan`]; it initialises the EAL (the calling thread becomes the main lcore and must
+//! stay the control thread), creates the mempool, configures and starts every port, builds the
+//! rings and tables ([`Plane::build`]), launches one [`Worker`] per worker core and installs
+//! the connected and static routes. Then [`run`] services everything from a tokio
+//! current-thread runtime on the same thread until `shutdown` resolves:
+//!
+//! * IKE datagrams the workers classified (UDP 500, UDP 4500 with the non-ESP marker) come in
+//!   on the exception ring with their outer addresses and go to the responder;
+//! * the responder's datagrams are copied into mbufs and queued on a worker's tx ring; the
+//!   worker adds UDP/IP/Ethernet (and the non-ESP marker on 4500) and sends them;
+//! * CHILD_SAs become an inbound SA installed through the owning worker's command ring and an
+//!   outbound SA published in the shared RCU table at the client's virtual address; the
+//!   responder draws inbound SPIs from the data plane's allocator ([`SpiSource`]) so the SPI
+//!   names the owning worker and slot;
+//! * worker events: retired inbound SAs free their SPI; learned neighbours are copied to the
+//!   other workers; first packets, NAT rebinding and keepalives are logged.
+//!
+//! Nothing here is on the packet path: the workers never wait for this thread.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use dialgate_dataplane::coremap::Plan;
+use dialgate_dataplane::esp::{Algorithm, Backend, Transform};
+use dialgate_dataplane::ring::{Command, Event as DpEvent, TxRequest};
+use dialgate_dataplane::route::NextHop;
+use dialgate_dataplane::sa::table::{InboundEntry, SpiAllocator};
+use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, Tunnel, UdpEncap};
+use dialgate_dataplane::worker::{Control, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig};
+use dialgate_ffi::io::EthdevIo;
+use dialgate_ffi::{port, Eal, Launched, Mbuf, Mempool, PoolConfig, Port, PortConfig};
+use dialgate_ike::crypto::{Encr, Entropy, Integ};
+use dialgate_ike::proposal::EspSuite;
+use dialgate_ike::responder::{AddressPool, ChildSa, Path, Responder, SpiSource, UserVerifier};
+
+use super::{EventLog, SaSink};
+use crate::config::objects::InterfaceRole;
+use crate::config::Config;
+
+/// Coarse-clock resolution handed to the workers (ARP retry pacing, last-seen stamps).
+const TICK: Duration = Duration::from_millis(100);
+
+/// What the DPDK driver counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// IKE datagrams received from the workers.
+    pub ike_rx: u64,
+    /// IKE datagrams queued for sending.
+    pub ike_tx: u64,
+    /// Datagrams not sent: a worker's tx ring was full.
+    pub tx_ring_full: u64,
+    /// Datagrams not sent: no mbuf left.
+    pub no_mbuf: u64,
+    /// Datagrams not sent: not IPv4 (the workers send IPv4 only).
+    pub not_ipv4: u64,
+    /// CHILD_SAs installed in the data plane.
+    pub sa_installed: u64,
+    /// CHILD_SAs refused by the data plane (no virtual address, unknown suite, full ring/table).
+    pub sa_refused: u64,
+    /// CHILD_SAs removed.
+    pub sa_removed: u64,
+}
+
+/// One installed CHILD_SA, as the control plane remembers it for removal and diagnose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstalledSa {
+    /// Our SPI (inbound).
+    pub inbound_spi: u32,
+    /// The peer's SPI (outbound).
+    pub outbound_spi: u32,
+    /// The client's virtual address (outbound table key).
+    pub vip: Ipv4Addr,
+}
+
+/// The running data plane: EAL, ports, workers, and the control plane's handle on them.
+pub struct DataPlane {
+    control: Control<Mbuf>,
+    spis: Arc<Mutex<SpiAllocator>>,
+    pool: Mempool,
+    ports: Vec<(String, Port)>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<Launched>,
+    sas: HashMap<u64, Vec<InstalledSa>>,
+    replay_window: u32,
+    next_tx: usize,
+    started: Instant,
+    counters: Counters,
+    // Declared last: dropped after every pool, port and worker that refers to it.
+    _eal: Eal,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("ports", &self.ports.iter().map(|p| &p.0).collect::<Vec<_>>())
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands the responder inbound SPIs from the data plane's allocator, round-robin over workers.
+struct PlaneSpis {
+    alloc: Arc<Mutex<SpiAllocator>>,
+    workers: u8,
+    next: u8,
+}
+
+impl SpiSource for PlaneSpis {
+    fn allocate(&mut self) -> Option<u32> {
+        let mut alloc = self.alloc.lock().ok()?;
+        for _ in 0..self.workers {
+            let w = self.next;
+            self.next = (self.next + 1) % self.workers.max(1);
+            if let Some(spi) = alloc.allocate(w) {
+                return Some(spi);
+            }
+        }
+        None
+    }
+}
+
+/// The data plane's transform for a negotiated ESP suite, if it implements it.
+pub fn algorithm(suite: &EspSuite) -> Option<Algorithm> {
+    Some(match (suite.encr, suite.integ) {
+        (Encr::AesGcm16 { key_len: 16 }, None) => Algorithm::Aes128Gcm,
+        (Encr::AesGcm16 { key_len: 32 }, None) => Algorithm::Aes256Gcm,
+        (Encr::ChaCha20Poly1305, None) => Algorithm::ChaCha20Poly1305,
+        (Encr::AesCbc { key_len: 16 }, Some(Integ::HmacSha1_96)) => Algorithm::Aes128CbcSha1,
+        (Encr::AesCbc { key_len: 32 }, Some(Integ::HmacSha1_96)) => Algorithm::Aes256CbcSha1,
+        (Encr::AesCbc { key_len: 16 }, Some(Integ::HmacSha256_128)) => Algorithm::Aes128CbcSha256,
+        (Encr::AesCbc { key_len: 32 }, Some(Integ::HmacSha256_128)) => Algorithm::Aes256CbcSha256,
+        _ => return None,
+    })
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+impl DataPlane {
+    /// Starts EAL, ports and workers for `plan` (devices not in the core map come from the
+    /// interfaces' `dpdk-device`), with the outbound table sized for the pool `pool_span`.
+    /// `phase1` names the tunnel whose phase2 gives the replay window.
+    pub fn start(
+        cfg: &Config,
+        mut plan: Plan,
+        pool_span: Option<(Ipv4Addr, Ipv4Addr)>,
+        phase1: &str,
+    ) -> anyhow::Result<DataPlane> {
+        plan.resolve_devices(|name| {
+            cfg.interface(name).and_then(|i| i.dpdk_device.as_ref()).map(|d| d.as_str().into())
+        })?;
+        // Every port must be a configured interface with an address: the workers answer ARP
+        // for it and source IKE/ESP from it.
+        let mut ifaces = Vec::with_capacity(plan.ports.len());
+        for p in &plan.ports {
+            let i = cfg
+                .interface(&p.name)
+                .with_context(|| format!("core map port {:?} is not a `config system interface` entry", p.name))?;
+            if i.ip.addr.is_unspecified() {
+                bail!("interface {:?} has no `set ip`; the data plane needs the gateway's address on it", p.name);
+            }
+            ifaces.push(i);
+        }
+        let mut args = plan.eal_args();
+        if !args.iter().any(|a| a.starts_with("--file-prefix")) {
+            args.push(format!("--file-prefix=dialgate{}", std::process::id()));
+        }
+        if !args.iter().any(|a| a.starts_with("--log-level")) {
+            args.push("--log-level=lib.eal:error".into());
+        }
+        let eal = Eal::init(&args).map_err(|e| anyhow!("EAL init with {args:?}: {e}"))?;
+        let m = plan.mempool;
+        let pool = Mempool::new(
+            &eal,
+            "dialgate",
+            PoolConfig { mbufs: m.mbufs, cache: m.cache, data_room: m.data_room, socket: None },
+        )
+        .map_err(|e| anyhow!("mempool of {} mbufs: {e}", m.mbufs))?;
+        let mut ports = Vec::with_capacity(plan.ports.len());
+        for p in &plan.ports {
+            let dev = p.device.as_ref().map(|d| d.name().to_string()).unwrap_or_default();
+            let id = port::port_by_name(&eal, &dev).map_err(|e| anyhow!("port {:?} (device {dev}): {e}", p.name))?;
+            let pc = PortConfig {
+                rx_queues: p.rx_queues,
+                tx_queues: p.tx_queues,
+                rx_desc: p.rx_desc,
+                tx_desc: p.tx_desc,
+                promiscuous: true,
+            };
+            let port = Port::configure(&eal, id, &pc, &pool).map_err(|e| anyhow!("port {:?}: {e}", p.name))?;
+            port.start().map_err(|e| anyhow!("port {:?} start: {e}", p.name))?;
+            ports.push((p.name.clone(), port));
+        }
+        let interfaces: Vec<Interface> = ifaces
+            .iter()
+            .zip(&ports)
+            .map(|(i, (_, port))| {
+                let role = if i.role == InterfaceRole::Wan { Role::Wan } else { Role::Lan };
+                Interface::new(port.id(), role, i.ip.addr)
+            })
+            .collect();
+
+        let (base, len) = match pool_span {
+            Some((s, e)) => (s, u32::from(e) - u32::from(s) + 1),
+            None => (Ipv4Addr::UNSPECIFIED, 0),
+        };
+        let pcfg =
+            PlaneConfig { workers: plan.workers.len(), pool_base: base, pool_len: len, ..PlaneConfig::default() };
+        let (mut control, links) = Plane::build::<Mbuf>(&pcfg);
+        // The responder allocates SPIs from the control thread; the SPI allocator moves behind
+        // a mutex shared with the SpiSource (never touched by a worker).
+        let spis = Arc::new(Mutex::new(std::mem::replace(&mut control.spis, SpiAllocator::new(0, 0))));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::with_capacity(plan.workers.len());
+        for (w, link) in plan.workers.iter().zip(links) {
+            let mut rx = Vec::new();
+            let mut polls = Vec::new();
+            for &(pi, q) in &w.polls {
+                let (_, port) = &ports[usize::from(pi)];
+                rx.push(port.take_rx(q).map_err(|e| anyhow!("worker on core {}: rx queue {q}: {e}", w.core))?);
+                polls.push((port.id(), q));
+            }
+            let mut tx = Vec::new();
+            for (name, port) in &ports {
+                tx.push(port.take_tx(w.tx_queue).map_err(|e| anyhow!("worker on core {}: {name} tx: {e}", w.core))?);
+            }
+            let io = EthdevIo::new(pool.clone(), rx, tx).map_err(|e| anyhow!("worker on core {}: {e}", w.core))?;
+            let mut wcfg = WorkerConfig::new(interfaces.clone(), w.tx_queue);
+            wcfg.rx = polls;
+            let stop = stop.clone();
+            let launched = eal
+                .launch(w.core, move || match Worker::new(link, wcfg, io) {
+                    Ok(mut worker) => {
+                        worker.run(&stop);
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("dialgate: worker: {e}");
+                        1
+                    }
+                })
+                .map_err(|e| anyhow!("launch worker on core {}: {e}", w.core))?;
+            workers.push(launched);
+        }
+
+        let port_of = |name: &str| ports.iter().find(|(n, _)| n == name).map(|(_, p)| p.id());
+        let mut routes = Vec::new();
+        for (i, (_, port)) in ifaces.iter().zip(&ports) {
+            let m = mask(i.ip.prefix_len);
+            let net = Ipv4Addr::from(u32::from(i.ip.addr) & m);
+            routes.push((net, i.ip.prefix_len, NextHop::Connected { port: port.id() }));
+        }
+        for r in cfg.static_routes.iter().filter(|r| r.status.0 && !r.blackhole.0) {
+            let Some(port) = port_of(&r.device) else { continue };
+            let net = Ipv4Addr::from(u32::from(r.dst.addr) & mask(r.dst.prefix_len));
+            routes.push((net, r.dst.prefix_len, NextHop::Gateway { port, via: r.gateway }));
+        }
+        for (prefix, len, hop) in routes {
+            let full = control.broadcast(|| Command::RouteAdd { prefix, len, hop });
+            if full != 0 {
+                bail!("command ring full while installing route {prefix}/{len}");
+            }
+        }
+        let replay_window = cfg.phase2_of(phase1).next().map_or(1024, |p| if p.replay.0 { p.replay_window } else { 0 });
+        Ok(DataPlane {
+            control,
+            spis,
+            pool,
+            ports,
+            stop,
+            workers,
+            sas: HashMap::new(),
+            replay_window,
+            next_tx: 0,
+            started: Instant::now(),
+            counters: Counters::default(),
+            _eal: eal,
+        })
+    }
+
+    /// An [`SpiSource`] for the responder over this data plane's SPI allocator.
+    pub fn spi_source(&self) -> Box<dyn SpiSource> {
+        let workers = self.control.commands.len().clamp(1, usize::from(u8::MAX)) as u8;
+        Box::new(PlaneSpis { alloc: self.spis.clone(), workers, next: 0 })
+    }
+
+    /// The control plane's handle (counters, tables, rings).
+    pub fn control(&self) -> &Control<Mbuf> {
+        &self.control
+    }
+
+    /// What this driver counted.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The CHILD_SAs installed for IKE SA `ike_spi`.
+    pub fn installed(&self, ike_spi: u64) -> &[InstalledSa] {
+        self.sas.get(&ike_spi).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every installed CHILD_SA with its IKE SA.
+    pub fn all_installed(&self) -> impl Iterator<Item = (u64, &InstalledSa)> {
+        self.sas.iter().flat_map(|(k, v)| v.iter().map(move |s| (*k, s)))
+    }
+
+    /// Queues an IKE datagram on a worker's tx ring.
+    fn send(&mut self, path: Path, payload: &[u8]) {
+        let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (path.local, path.remote) else {
+            self.counters.not_ipv4 += 1;
+            return;
+        };
+        let Some(mut m) = self.pool.alloc() else {
+            self.counters.no_mbuf += 1;
+            return;
+        };
+        let Some(room) = m.append(payload.len()) else {
+            self.counters.no_mbuf += 1;
+            return;
+        };
+        room.copy_from_slice(payload);
+        let n = self.control.tx.len().max(1);
+        let w = self.next_tx % n;
+        self.next_tx = self.next_tx.wrapping_add(1);
+        match self.control.tx.get(w).map(|r| r.push(TxRequest { src, dst, buf: m })) {
+            Some(Ok(())) => self.counters.ike_tx += 1,
+            _ => self.counters.tx_ring_full += 1,
+        }
+    }
+
+    fn install_child(&mut self, sa: &ChildSa) -> Result<InstalledSa, String> {
+        let alg = algorithm(&sa.suite).ok_or("suite not implemented by the data plane")?;
+        let vip = sa.assigned.ok_or("no virtual address assigned (the data plane routes by it)")?;
+        let t_in =
+            Transform::new(alg, Backend::AwsLc, &sa.inbound.encr, &sa.inbound.integ).map_err(|e| e.to_string())?;
+        let t_out =
+            Transform::new(alg, Backend::AwsLc, &sa.outbound.encr, &sa.outbound.integ).map_err(|e| e.to_string())?;
+        // Behind NAT the client floats to 4500 (RFC 7296 §2.23); ESP follows the IKE ports.
+        let encap = sa.udp_encap.then(|| {
+            let (l, r) = (sa.path.local.port(), sa.path.remote.port());
+            if l == 4500 {
+                UdpEncap { local_port: l, remote_port: r }
+            } else {
+                UdpEncap { local_port: 4500, remote_port: 4500 }
+            }
+        });
+        let tunnel = Tunnel { local: sa.path.local.ip(), remote: sa.path.remote.ip(), encap };
+        let out = OutboundSa::new(sa.outbound_spi, t_out, tunnel, sa.esn, Lifetime::default());
+        self.control.outbound.install_vip(vip, out).map_err(|e| format!("outbound table: {e}"))?;
+        let inbound = InboundSa::new(sa.inbound_spi, t_in, sa.esn, self.replay_window, Lifetime::default());
+        let entry = InboundEntry::new(inbound, IpAddr::V4(vip), Some(sa.path.remote));
+        if self.control.install_inbound(Box::new(entry)).is_err() {
+            if let Some(slot) = self.control.outbound.slot_of(vip) {
+                let _ = self.control.outbound.remove(slot);
+            }
+            return Err("command ring full".into());
+        }
+        Ok(InstalledSa { inbound_spi: sa.inbound_spi, outbound_spi: sa.outbound_spi, vip })
+    }
+
+    fn remove_child(&mut self, s: InstalledSa) {
+        // The SPI is freed when the worker hands the entry back (`InboundRetired`).
+        let _ = self.control.delete_inbound(s.inbound_spi);
+        if let Some(slot) = self.control.outbound.slot_of(s.vip) {
+            let _ = self.control.outbound.remove(slot);
+        }
+        self.counters.sa_removed += 1;
+    }
+
+    /// Handles the workers' events; returns lines worth logging.
+    fn worker_events(&mut self, log: &mut Vec<String>) {
+        while let Some(ev) = self.control.events.pop() {
+            match ev {
+                DpEvent::InboundRetired(entry) => {
+                    if let Ok(mut a) = self.spis.lock() {
+                        a.release(entry.sa.spi);
+                    }
+                }
+                DpEvent::NeighbourLearned { port, ip, mac } => {
+                    // Each worker resolves on its own; share what one learned with the rest.
+                    self.control.broadcast(|| Command::NeighbourAdd { port, ip, mac });
+                }
+                DpEvent::FirstPacket { spi, from } => {
+                    log.push(format!("esp: first packet on SA {spi:08x} from {from}"))
+                }
+                DpEvent::PeerMoved { spi, from } => log.push(format!("esp: SA {spi:08x} peer moved to {from}")),
+                other => log.push(format!("esp: {other:?}")),
+            }
+        }
+    }
+}
+
+impl SaSink for DataPlane {
+    fn install(&mut self, sa: ChildSa) {
+        match self.install_child(&sa) {
+            Ok(s) => {
+                self.counters.sa_installed += 1;
+                self.sas.entry(sa.ike_spi).or_default().push(s);
+            }
+            Err(why) => {
+                self.counters.sa_refused += 1;
+                eprintln!("dialgate: CHILD_SA {:08x} not installed: {why}", sa.inbound_spi);
+            }
+        }
+    }
+
+    fn remove_ike_sa(&mut self, ike_spi: u64) {
+        for s in self.sas.remove(&ike_spi).unwrap_or_default() {
+            self.remove_child(s);
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        // The workers leave their loops; `Launched` then waits for each lcore as it drops.
+        self.stop.store(true, Ordering::Relaxed);
+        for (_, p) in &mut self.ports {
+            let _ = p.stop();
+        }
+    }
+}
+
+/// Drives `responder` over the data plane until `shutdown` resolves.
+pub async fn run<R, V, P>(
+    responder: &mut Responder<R, V, P>,
+    dp: &mut DataPlane,
+    log: &mut EventLog,
+    shutdown: impl Future<Output = ()>,
+) -> Counters
+where
+    R: Entropy,
+    V: UserVerifier,
+    P: AddressPool,
+{
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut lines = Vec::new();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let ticks = now.duration_since(dp.started).as_millis() / TICK.as_millis();
+        dp.control.clock.set(u32::try_from(ticks).unwrap_or(u32::MAX).max(1));
+        while let Some(ex) = dp.control.exceptions.pop() {
+            dp.counters.ike_rx += 1;
+            let path = Path { remote: SocketAddr::V4(ex.src), local: SocketAddr::V4(ex.dst) };
+            responder.handle_datagram(now, path, ex.payload());
+        }
+        if responder.poll_timeout().is_some_and(|t| t <= now) {
+            responder.handle_timeout(now);
+        }
+        while let Some(t) = responder.poll_transmit() {
+            dp.send(t.path, &t.payload);
+        }
+        while let Some(ev) = responder.poll_event() {
+            log.handle(ev, dp);
+        }
+        dp.worker_events(&mut lines);
+        for l in lines.drain(..) {
+            eprintln!("{}{l}", log.prefix(None));
+        }
+        dp.control.outbound.reclaim();
+    }
+    dp.counters
+}
