@@ -34,7 +34,7 @@ use dialgate_dataplane::esp::{Algorithm, Backend, Transform};
 use dialgate_dataplane::ring::{Command, Event as DpEvent, TxRequest};
 use dialgate_dataplane::route::NextHop;
 use dialgate_dataplane::sa::table::{InboundEntry, SpiAllocator};
-use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, Tunnel, UdpEncap};
+use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, SaCounters, Tunnel, UdpEncap};
 use dialgate_dataplane::worker::{Control, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig};
 use dialgate_ffi::io::EthdevIo;
 use dialgate_ffi::{port, Eal, Launched, Mbuf, Mempool, PoolConfig, Port, PortConfig};
@@ -71,7 +71,7 @@ pub struct Counters {
 }
 
 /// One installed CHILD_SA, as the control plane remembers it for removal and diagnose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct InstalledSa {
     /// Our SPI (inbound).
     pub inbound_spi: u32,
@@ -79,6 +79,21 @@ pub struct InstalledSa {
     pub outbound_spi: u32,
     /// The client's virtual address (outbound table key).
     pub vip: Ipv4Addr,
+    /// The inbound SA's counters (the worker updates them).
+    pub rx: Arc<SaCounters>,
+}
+
+/// Traffic of one CHILD_SA as the seeds' `stat: rxp=… txp=… rxb=… txb=…` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaTraffic {
+    /// Packets received (opened).
+    pub rxp: u64,
+    /// Packets sent (sealed).
+    pub txp: u64,
+    /// Inner bytes received.
+    pub rxb: u64,
+    /// Inner bytes sent.
+    pub txb: u64,
 }
 
 /// The running data plane: EAL, ports, workers, and the control plane's handle on them.
@@ -318,6 +333,27 @@ impl DataPlane {
         self.sas.iter().flat_map(|(k, v)| v.iter().map(move |s| (*k, s)))
     }
 
+    /// Traffic of an installed CHILD_SA: rx from the worker-updated inbound counters, tx from
+    /// the outbound SA in the RCU table (its packet count is its sequence number).
+    pub fn traffic(&self, s: &InstalledSa) -> SaTraffic {
+        let (txp, txb) = self
+            .control
+            .outbound
+            .slot_of(s.vip)
+            .and_then(|slot| self.control.outbound.inspect(slot, |o| (o.packets(), o.counters.bytes())))
+            .unwrap_or((0, 0));
+        SaTraffic { rxp: s.rx.packets(), txp, rxb: s.rx.bytes(), txb }
+    }
+
+    /// One line with an SA's SPIs and traffic (`what`: removed, active, ...).
+    pub fn traffic_line(&self, s: &InstalledSa, what: &str) -> String {
+        let t = self.traffic(s);
+        format!(
+            "child SA in_spi={:08x} out_spi={:08x} {}: {what}, stat: rxp={} txp={} rxb={} txb={}",
+            s.inbound_spi, s.outbound_spi, s.vip, t.rxp, t.txp, t.rxb, t.txb
+        )
+    }
+
     /// Queues an IKE datagram on a worker's tx ring.
     fn send(&mut self, path: Path, payload: &[u8]) {
         let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (path.local, path.remote) else {
@@ -362,6 +398,7 @@ impl DataPlane {
         let out = OutboundSa::new(sa.outbound_spi, t_out, tunnel, sa.esn, Lifetime::default());
         self.control.outbound.install_vip(vip, out).map_err(|e| format!("outbound table: {e}"))?;
         let inbound = InboundSa::new(sa.inbound_spi, t_in, sa.esn, self.replay_window, Lifetime::default());
+        let rx = inbound.counters.clone();
         let entry = InboundEntry::new(inbound, IpAddr::V4(vip), Some(sa.path.remote));
         if self.control.install_inbound(Box::new(entry)).is_err() {
             if let Some(slot) = self.control.outbound.slot_of(vip) {
@@ -369,10 +406,10 @@ impl DataPlane {
             }
             return Err("command ring full".into());
         }
-        Ok(InstalledSa { inbound_spi: sa.inbound_spi, outbound_spi: sa.outbound_spi, vip })
+        Ok(InstalledSa { inbound_spi: sa.inbound_spi, outbound_spi: sa.outbound_spi, vip, rx })
     }
 
-    fn remove_child(&mut self, s: InstalledSa) {
+    fn remove_child(&mut self, s: &InstalledSa) {
         // The SPI is freed when the worker hands the entry back (`InboundRetired`).
         let _ = self.control.delete_inbound(s.inbound_spi);
         if let Some(slot) = self.control.outbound.slot_of(s.vip) {
@@ -420,7 +457,8 @@ impl SaSink for DataPlane {
 
     fn remove_ike_sa(&mut self, ike_spi: u64) {
         for s in self.sas.remove(&ike_spi).unwrap_or_default() {
-            self.remove_child(s);
+            println!("{}", self.traffic_line(&s, "removed"));
+            self.remove_child(&s);
         }
     }
 }

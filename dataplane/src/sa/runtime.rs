@@ -8,6 +8,7 @@
 
 use core::net::IpAddr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use crate::esp::replay::ReplayWindow;
 use crate::esp::{DropReason, Transform};
@@ -250,8 +251,9 @@ pub struct InboundSa {
     pub replay: ReplayWindow,
     /// Limits.
     pub lifetime: Lifetime,
-    /// Counters.
-    pub counters: SaCounters,
+    /// Counters, shared with the control plane: the worker owns the SA (`&mut`), so the
+    /// control plane reads `rxp`/`rxb` for diagnose through its own handle.
+    pub counters: Arc<SaCounters>,
     dead: bool,
     pub(crate) events: EventLatch,
 }
@@ -265,7 +267,7 @@ impl InboundSa {
             esn,
             replay: ReplayWindow::new(window, esn),
             lifetime,
-            counters: SaCounters::default(),
+            counters: Arc::new(SaCounters::default()),
             dead: false,
             events: EventLatch::default(),
         }

@@ -148,6 +148,9 @@ fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str) -> anyhow::Result<E
     responder.set_spi_source(dp.spi_source());
     println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
     let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal()));
+    for (_, s) in dp.all_installed() {
+        println!("{}", dp.traffic_line(s, "active at stop"));
+    }
     println!(
         "dialgate: stopped; ike rx {} tx {}, child SAs installed {} refused {} removed {}, established {}",
         c.ike_rx,
