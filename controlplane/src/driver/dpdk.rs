@@ -41,6 +41,7 @@ use dialgate_ffi::{port, Eal, Launched, Mbuf, Mempool, PoolConfig, Port, PortCon
 use dialgate_ike::crypto::{Encr, Entropy, Integ};
 use dialgate_ike::proposal::EspSuite;
 use dialgate_ike::responder::{AddressPool, ChildSa, Path, Responder, SpiSource, UserVerifier};
+use zeroize::Zeroizing;
 
 use super::{EventLog, SaSink};
 use crate::config::objects::InterfaceRole;
@@ -81,7 +82,38 @@ pub struct InstalledSa {
     pub vip: Ipv4Addr,
     /// The inbound SA's counters (the worker updates them).
     pub rx: Arc<SaCounters>,
+    /// What rebuilding the outbound SA needs when the peer's NAT mapping moves.
+    out: Arc<OutboundSpec>,
+    /// Packets and bytes sent by outbound SAs this one replaced (NAT rebinding).
+    tx_base: (u64, u64),
 }
+
+/// The outbound SA's algorithm and keys, kept (zeroized on drop) to re-publish the SA with a
+/// new outer address: the data plane's outbound SAs are immutable once published.
+struct OutboundSpec {
+    alg: Algorithm,
+    encr: Zeroizing<Vec<u8>>,
+    integ: Zeroizing<Vec<u8>>,
+    esn: bool,
+}
+
+impl std::fmt::Debug for OutboundSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundSpec").field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+/// The outer addresses after the peer's ESP started arriving from `from`, or `None` when
+/// nothing changes. Only the remote side moves: our address and port stay.
+pub fn moved_tunnel(old: Tunnel, from: SocketAddr) -> Option<Tunnel> {
+    let encap = old.encap.map(|e| UdpEncap { local_port: e.local_port, remote_port: from.port() });
+    let new = Tunnel { remote: from.ip(), encap, ..old };
+    (new != old).then_some(new)
+}
+
+/// Sequence numbers skipped when an outbound SA is re-published: workers still sealing with
+/// the old copy during the RCU grace period must never reuse a number (an AEAD nonce).
+const SEQ_GAP: u64 = 1 << 20;
 
 /// Traffic of one CHILD_SA as the seeds' `stat: rxp=… txp=… rxb=… txb=…` shows it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -342,7 +374,7 @@ impl DataPlane {
             .slot_of(s.vip)
             .and_then(|slot| self.control.outbound.inspect(slot, |o| (o.packets(), o.counters.bytes())))
             .unwrap_or((0, 0));
-        SaTraffic { rxp: s.rx.packets(), txp, rxb: s.rx.bytes(), txb }
+        SaTraffic { rxp: s.rx.packets(), txp: txp + s.tx_base.0, rxb: s.rx.bytes(), txb: txb + s.tx_base.1 }
     }
 
     /// One line with an SA's SPIs and traffic (`what`: removed, active, ...).
@@ -399,6 +431,12 @@ impl DataPlane {
         self.control.outbound.install_vip(vip, out).map_err(|e| format!("outbound table: {e}"))?;
         let inbound = InboundSa::new(sa.inbound_spi, t_in, sa.esn, self.replay_window, Lifetime::default());
         let rx = inbound.counters.clone();
+        let out = Arc::new(OutboundSpec {
+            alg,
+            encr: Zeroizing::new(sa.outbound.encr.to_vec()),
+            integ: Zeroizing::new(sa.outbound.integ.to_vec()),
+            esn: sa.esn,
+        });
         let entry = InboundEntry::new(inbound, IpAddr::V4(vip), Some(sa.path.remote));
         if self.control.install_inbound(Box::new(entry)).is_err() {
             if let Some(slot) = self.control.outbound.slot_of(vip) {
@@ -406,16 +444,43 @@ impl DataPlane {
             }
             return Err("command ring full".into());
         }
-        Ok(InstalledSa { inbound_spi: sa.inbound_spi, outbound_spi: sa.outbound_spi, vip, rx })
+        Ok(InstalledSa { inbound_spi: sa.inbound_spi, outbound_spi: sa.outbound_spi, vip, rx, out, tx_base: (0, 0) })
     }
 
     fn remove_child(&mut self, s: &InstalledSa) {
         // The SPI is freed when the worker hands the entry back (`InboundRetired`).
         let _ = self.control.delete_inbound(s.inbound_spi);
+        // After a rekey the slot already holds the successor: only remove our own SA. This
+        // thread is the table's only writer, so the check cannot race another removal.
         if let Some(slot) = self.control.outbound.slot_of(s.vip) {
-            let _ = self.control.outbound.remove(slot);
+            if self.control.outbound.inspect(slot, |o| o.spi) == Some(s.outbound_spi) {
+                let _ = self.control.outbound.remove(slot);
+            }
         }
         self.counters.sa_removed += 1;
+    }
+
+    /// NAT rebinding (RFC 3948 §2.1, RFC 7296 §2.23): authenticated ESP for inbound SA `spi`
+    /// now comes from `from`, so the paired outbound SA is re-published towards it.
+    fn follow_peer(&mut self, spi: u32, from: SocketAddr) -> Result<(), &'static str> {
+        let s = self.sas.values_mut().flat_map(|v| v.iter_mut()).find(|s| s.inbound_spi == spi).ok_or("unknown SA")?;
+        let slot = self.control.outbound.slot_of(s.vip).ok_or("not in the pool")?;
+        let cur = self
+            .control
+            .outbound
+            .inspect(slot, |o| (o.spi, o.last_seq(), o.packets(), o.counters.bytes(), o.tunnel))
+            .ok_or("outbound SA gone")?;
+        let (out_spi, last, packets, bytes, old) = cur;
+        if out_spi != s.outbound_spi {
+            return Err("rekeyed meanwhile");
+        }
+        let Some(tunnel) = moved_tunnel(old, from) else { return Ok(()) };
+        let o = &s.out;
+        let t = Transform::new(o.alg, Backend::AwsLc, &o.encr, &o.integ).map_err(|_| "transform")?;
+        let sa = OutboundSa::with_seq(out_spi, t, tunnel, o.esn, Lifetime::default(), last.saturating_add(SEQ_GAP));
+        self.control.outbound.install(slot, sa).map_err(|_| "install")?;
+        s.tx_base = (s.tx_base.0 + packets, s.tx_base.1 + bytes);
+        Ok(())
     }
 
     /// Handles the workers' events; returns lines worth logging.
@@ -434,7 +499,13 @@ impl DataPlane {
                 DpEvent::FirstPacket { spi, from } => {
                     log.push(format!("esp: first packet on SA {spi:08x} from {from}"))
                 }
-                DpEvent::PeerMoved { spi, from } => log.push(format!("esp: SA {spi:08x} peer moved to {from}")),
+                DpEvent::PeerMoved { spi, from } => {
+                    let what = match self.follow_peer(spi, from) {
+                        Ok(()) => "outbound SA follows",
+                        Err(e) => e,
+                    };
+                    log.push(format!("esp: SA {spi:08x} peer moved to {from}: {what}"));
+                }
                 other => log.push(format!("esp: {other:?}")),
             }
         }
@@ -518,4 +589,36 @@ where
         dp.control.outbound.reclaim();
     }
     dp.counters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_rebinding_moves_only_the_remote_side() {
+        let old = Tunnel {
+            local: [172, 16, 200, 4].into(),
+            remote: [198, 51, 100, 7].into(),
+            encap: Some(UdpEncap { local_port: 4500, remote_port: 4500 }),
+        };
+        assert_eq!(moved_tunnel(old, "198.51.100.7:4500".parse().unwrap()), None);
+        let t = moved_tunnel(old, "198.51.100.7:61000".parse().unwrap()).unwrap();
+        assert_eq!((t.local, t.remote), (old.local, old.remote));
+        assert_eq!(t.encap, Some(UdpEncap { local_port: 4500, remote_port: 61000 }));
+        let t = moved_tunnel(old, "203.0.113.9:4501".parse().unwrap()).unwrap();
+        assert_eq!(t.remote, IpAddr::from([203, 0, 113, 9]));
+        assert_eq!(t.encap.map(|e| (e.local_port, e.remote_port)), Some((4500, 4501)));
+    }
+
+    #[test]
+    fn suites_map_to_data_plane_transforms() {
+        let a = |w: &str| algorithm(&EspSuite::parse(w).unwrap());
+        assert_eq!(a("aes128gcm"), Some(Algorithm::Aes128Gcm));
+        assert_eq!(a("aes256gcm"), Some(Algorithm::Aes256Gcm));
+        assert_eq!(a("chacha20poly1305"), Some(Algorithm::ChaCha20Poly1305));
+        assert_eq!(a("aes128-sha1"), Some(Algorithm::Aes128CbcSha1));
+        assert_eq!(a("aes256-sha256"), Some(Algorithm::Aes256CbcSha256));
+        assert_eq!(a("aes256-sha512"), None, "not in the data plane: refused, never mis-keyed");
+    }
 }
