@@ -1,0 +1,377 @@
+//! strongSwan clients against `dialgate run --cores`: the DPDK data plane (net_af_packet on
+//! veths) carries IKE to the responder through the worker's exception ring and the clients'
+//! ESP-in-UDP through the worker.
+//!
+//! ```text
+//!  netns C0 (swanctl) cl0 172.16.200.10 ─┐
+//!  netns C1 (swanctl) cl0 172.16.200.11 ─┤ bridge in netns SW ├─ veth-gw-wan [wan1 172.16.200.4]
+//!                                                                   dialgate (netns GW, DPDK)
+//!                                        netns L  veth-lan 10.50.0.10 ═ veth-gw-lan [Internal 10.50.0.1]
+//! ```
+//!
+//! Needs root, DPDK, `ip netns` and strongSwan (`scripts/setup`); otherwise each test says why it
+//! skips. Namespaces, daemons and the gateway are removed by a drop guard on every way out.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dialgate_controlplane::auth::totp;
+use dialgate_controlplane::config::{self, value::base32_decode};
+
+const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
+const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/netns.sh");
+const EXAMPLE: &str = include_str!("../../examples/dialgate.conf");
+const CORES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cores-2.toml");
+const PSK: &str = "Pr3-Shared-K3y";
+const USER2: &str = "Test2";
+const PASSWORD2: &str = "s3cond-Passw0rd";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn skip_reason() -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    if uid != Some("0") {
+        return Some("not running as root".into());
+    }
+    if !dialgate_ffi::AVAILABLE {
+        return Some("built without DPDK".into());
+    }
+    if !std::path::Path::new("/usr/sbin/charon-systemd").exists() {
+        return Some("strongSwan is missing (run scripts/setup)".into());
+    }
+    None
+}
+
+/// The example gateway plus a second VPN user without a token.
+fn gateway_config() -> String {
+    let text = EXAMPLE
+        .replace(
+            "        set passwd \"p@ssw0rd\"\n    next\n",
+            &format!("        set passwd \"p@ssw0rd\"\n    next\n    edit \"{USER2}\"\n        set type password\n        set passwd \"{PASSWORD2}\"\n    next\n"),
+        )
+        .replace("set member \"Test\"", &format!("set member \"Test\" \"{USER2}\""));
+    assert!(text.contains(USER2), "example configuration changed shape");
+    text
+}
+
+fn current_code(cfg_text: &str) -> String {
+    let cfg = config::load_str(cfg_text, "gw.conf").expect("test config loads");
+    let user = cfg.user("Test").expect("user Test");
+    let tok = cfg.fortitokens.iter().find(|t| t.serial == user.fortitoken).expect("Test's token");
+    let seed = base32_decode(tok.seed.as_ref().expect("seed").expose()).expect("base32 seed");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    totp::format_code(totp::totp(tok.algorithm, &seed, now, u64::from(tok.period), tok.digits), tok.digits)
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn must(args: &[&str]) {
+    let (ok, out) = run(args);
+    assert!(ok, "{args:?}: {out}");
+}
+
+fn netns_sh(args: &[&str]) -> (bool, String) {
+    let mut v = vec!["bash", NETNS_SH];
+    v.extend_from_slice(args);
+    run(&v)
+}
+
+struct Lab {
+    dir: PathBuf,
+    tag: String,
+    namespaces: Vec<String>,
+    clients: Vec<(String, PathBuf, String)>,
+    gw: Option<Child>,
+}
+
+impl Lab {
+    fn new(test: &str) -> Lab {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("dgp{}{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("{tag}-{test}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        let mut lab = Lab { dir, tag, namespaces: Vec::new(), clients: Vec::new(), gw: None };
+        let (sw, gw, lan) = (lab.ns("sw"), lab.ns("gw"), lab.ns("lan"));
+        must(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+        must(&["ip", "link", "add", "veth-gw-wan", "netns", &gw, "type", "veth", "peer", "name", "swg", "netns", &sw]);
+        must(&[
+            "ip",
+            "link",
+            "add",
+            "veth-gw-lan",
+            "netns",
+            &gw,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-lan",
+            "netns",
+            &lan,
+        ]);
+        must(&["ip", "-n", &sw, "link", "set", "swg", "master", "br0", "up"]);
+        for i in ["veth-gw-wan", "veth-gw-lan", "lo"] {
+            must(&["ip", "-n", &gw, "link", "set", i, "up"]);
+        }
+        must(&["ip", "-n", &lan, "addr", "add", "10.50.0.10/24", "dev", "veth-lan"]);
+        must(&["ip", "-n", &lan, "link", "set", "veth-lan", "up"]);
+        must(&["ip", "-n", &lan, "link", "set", "lo", "up"]);
+        must(&["ip", "-n", &lan, "route", "add", "10.40.40.0/24", "via", "10.50.0.1"]);
+        lab
+    }
+
+    fn ns(&mut self, role: &str) -> String {
+        let name = format!("{}-{role}", self.tag);
+        must(&["ip", "netns", "add", &name]);
+        let _ = run(&["ip", "netns", "exec", &name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        self.namespaces.push(name.clone());
+        name
+    }
+
+    fn gw_ns(&self) -> String {
+        format!("{}-gw", self.tag)
+    }
+
+    fn start_gateway(&mut self) {
+        let conf = self.dir.join("gw.conf");
+        fs::write(&conf, gateway_config()).expect("write gw.conf");
+        let out = fs::File::create(self.dir.join("gw.out")).expect("gw.out");
+        let err = fs::File::create(self.dir.join("gw.err")).expect("gw.err");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.gw_ns(), DIALGATE, "run", "--config"])
+            .arg(&conf)
+            .args(["--cores", CORES])
+            .stdout(out)
+            .stderr(err)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn dialgate");
+        self.gw = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while !self.gw_out().contains("on DPDK") {
+            if let Some(Ok(Some(s))) = self.gw.as_mut().map(Child::try_wait) {
+                panic!("dialgate exited early ({s}): {}", self.gw_err());
+            }
+            assert!(Instant::now() < end, "dialgate did not start: {}", self.gw_err());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The LAN host talks to the gateway first, so the worker knows its MAC address.
+        let (ok, out) = run(&["ip", "netns", "exec", &format!("{}-lan", self.tag), "ping", "-c1", "-W2", "10.50.0.1"]);
+        assert!(ok, "the worker did not answer the LAN host's ping: {out}\n{}", self.gw_err());
+    }
+
+    fn gw_out(&self) -> String {
+        fs::read_to_string(self.dir.join("gw.out")).unwrap_or_default()
+    }
+
+    fn gw_err(&self) -> String {
+        fs::read_to_string(self.dir.join("gw.err")).unwrap_or_default()
+    }
+
+    /// A client namespace on the WAN bridge with a charon daemon, logging in as `user`.
+    fn add_client(&mut self, user: &str, secret: &str) -> usize {
+        let i = self.clients.len();
+        let ns = self.ns(&format!("c{i}"));
+        let sw = format!("{}-sw", self.tag);
+        let ip = format!("172.16.200.{}", 10 + i);
+        must(&[
+            "ip",
+            "link",
+            "add",
+            "cl0",
+            "netns",
+            &ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("sw{i}"),
+            "netns",
+            &sw,
+        ]);
+        must(&["ip", "-n", &sw, "link", "set", &format!("sw{i}"), "master", "br0", "up"]);
+        must(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "cl0"]);
+        must(&["ip", "-n", &ns, "link", "set", "cl0", "up"]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let dir = self.dir.join(format!("client{i}"));
+        let d = dir.to_str().expect("utf-8").to_string();
+        let (ok, out) = netns_sh(&["dg_charon_conf", &d]);
+        assert!(ok, "{out}");
+        let (ok, out) = netns_sh(&["dg_charon_start", &ns, &d]);
+        assert!(ok, "charon: {out}");
+        let conf = format!(
+            r#"connections {{
+  dialgate {{
+    version = 2
+    local_addrs = {ip}
+    remote_addrs = 172.16.200.4
+    vips = 0.0.0.0
+    encap = yes
+    proposals = aes128gcm16-prfsha256-ecp384,aes128-sha256-modp2048
+    local {{
+      auth = eap-mschapv2
+      eap_id = {user}
+    }}
+    remote {{
+      auth = psk
+    }}
+    children {{
+      dialgate {{
+        remote_ts = 10.50.0.0/24
+        esp_proposals = aes128gcm16,aes256-sha256
+      }}
+    }}
+  }}
+}}
+secrets {{
+  eap-user {{
+    id = {user}
+    secret = "{secret}"
+  }}
+  ike-gw {{
+    secret = "{PSK}"
+  }}
+}}
+"#
+        );
+        let path = dir.join("swanctl.conf");
+        fs::write(&path, conf).expect("swanctl.conf");
+        let (ok, out) =
+            netns_sh(&["dg_swanctl", &d, "--load-all", "--noprompt", "--file", path.to_str().expect("utf-8")]);
+        assert!(ok, "swanctl --load-all: {out}");
+        self.clients.push((ns, dir, ip));
+        i
+    }
+
+    fn swanctl(&self, c: usize, args: &[&str]) -> (bool, String) {
+        let d = self.clients[c].1.to_str().expect("utf-8").to_string();
+        let mut v = vec!["timeout", "20", "bash", NETNS_SH, "dg_swanctl", &d];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    fn initiate(&self, c: usize) {
+        let (ok, out) = self.swanctl(c, &["--initiate", "--child", "dialgate", "--timeout", "10"]);
+        assert!(ok, "client {c} initiate:\n{out}\n--- gateway\n{}{}", self.gw_out(), self.gw_err());
+    }
+
+    /// The client's virtual address (assigned by the gateway's pool).
+    fn vip(&self, c: usize) -> String {
+        let (_, out) = run(&["ip", "-n", &self.clients[c].0, "-4", "-o", "addr", "show"]);
+        out.split_whitespace()
+            .filter_map(|w| w.strip_suffix("/32"))
+            .find(|a| a.starts_with("10.40.40."))
+            .unwrap_or_else(|| panic!("client {c} has no pool address: {out}"))
+            .to_string()
+    }
+
+    /// Pings the LAN host from client `c`'s virtual address; returns the replies received.
+    fn ping(&self, c: usize, count: u32, interval: &str) -> u32 {
+        let vip = self.vip(c);
+        let n = count.to_string();
+        let (_, out) = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.clients[c].0,
+            "ping",
+            "-q",
+            "-c",
+            &n,
+            "-i",
+            interval,
+            "-W",
+            "2",
+            "-I",
+            &vip,
+            "10.50.0.10",
+        ]);
+        out.split(", ")
+            .find_map(|p| p.strip_suffix(" received"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no ping summary: {out}"))
+    }
+
+    fn stop_gateway(&mut self) -> String {
+        if let Some(mut gw) = self.gw.take() {
+            let _ = Command::new("kill").args(["-TERM", &gw.id().to_string()]).status();
+            let end = Instant::now() + Duration::from_secs(5);
+            while gw.try_wait().ok().flatten().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = gw.kill();
+            let _ = gw.wait();
+        }
+        self.gw_out()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut gw) = self.gw.take() {
+            let _ = gw.kill();
+            let _ = gw.wait();
+        }
+        for (_, dir, _) in &self.clients {
+            let _ = netns_sh(&["dg_charon_stop", dir.to_str().unwrap_or_default()]);
+        }
+        let mut args = vec!["dg_ns_del"];
+        args.extend(self.namespaces.iter().map(String::as_str));
+        let _ = netns_sh(&args);
+        if std::thread::panicking() {
+            eprintln!("interop_dpdk: logs kept in {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+macro_rules! lab_or_skip {
+    ($name:expr) => {
+        match skip_reason() {
+            Some(why) => {
+                eprintln!("skipping {}: {why}", $name);
+                return;
+            }
+            None => Lab::new($name),
+        }
+    };
+}
+
+/// Two clients at once over the DPDK data plane: different pool addresses, and each one's
+/// traffic crosses the worker both ways on its own SA pair.
+#[test]
+fn two_clients_traffic_both_ways_through_the_worker() {
+    let mut lab = lab_or_skip!("two");
+    lab.start_gateway();
+    let code = current_code(&gateway_config());
+    let a = lab.add_client("Test", &format!("p@ssw0rd{code}"));
+    let b = lab.add_client(USER2, PASSWORD2);
+    lab.initiate(a);
+    lab.initiate(b);
+    let (va, vb) = (lab.vip(a), lab.vip(b));
+    assert_ne!(va, vb, "both clients got {va}");
+    assert_eq!(lab.ping(a, 20, "0.02"), 20, "client A lost echoes\n{}", lab.gw_err());
+    assert_eq!(lab.ping(b, 20, "0.02"), 20, "client B lost echoes\n{}", lab.gw_err());
+    let out = lab.stop_gateway();
+    let installs: Vec<&str> = out.lines().filter(|l| l.contains("install child SA:")).collect();
+    assert_eq!(installs.len(), 2, "{out}");
+    for vip in [&va, &vb] {
+        let stat = out
+            .lines()
+            .find(|l| l.starts_with("child SA in_spi=") && l.contains(&format!(" {vip}:")))
+            .unwrap_or_else(|| panic!("no counters for {vip}: {out}"));
+        assert!(stat.contains("rxp=20 txp=20"), "per-SA counters of {vip}: {stat}");
+    }
+}
