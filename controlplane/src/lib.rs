@@ -1,6 +1,7 @@
 //! dialgate control plane: configuration, users and tokens, IKE driver and `diagnose`.
 pub mod auth;
 pub mod config;
+pub mod diagnose;
 pub mod driver;
 pub mod firewall;
 pub mod gateway;

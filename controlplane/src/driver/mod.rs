@@ -6,6 +6,10 @@
 //! [`LogOnlySink`] until then) and a shutdown future. Events become log lines through
 //! [`EventLog`]: `Debug` lines in the FortiOS `diagnose debug application ike` style on stderr,
 //! one summary line per established SA, installed CHILD_SA and failure on stdout (never keys).
+//! Built with [`EventLog::with_diag`], the log also feeds [`crate::diagnose::Diag`]: the SA
+//! registry sees every event before the log consumes it, and every debug line is offered to
+//! the `diagnose debug` stream with the peer's address (tell the log which datagram is being
+//! processed with [`EventLog::set_peer`]).
 
 #[cfg(dpdk)]
 pub mod dpdk;
@@ -13,11 +17,14 @@ pub mod udp;
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 
 use dialgate_ike::crypto::{Encr, Integ};
 use dialgate_ike::message::TrafficSelector;
 use dialgate_ike::proposal::EspSuite;
-use dialgate_ike::responder::{ChildSa, CloseReason, Event};
+use dialgate_ike::responder::{ChildSa, CloseReason, Event, Path};
+
+use crate::diagnose::{Diag, EventSource};
 
 /// Where negotiated CHILD_SAs go: the seam to the data plane.
 pub trait SaSink {
@@ -93,18 +100,71 @@ pub fn child_summary(sa: &ChildSa) -> String {
     )
 }
 
-/// Turns responder events into log lines and data-plane commands.
+/// Turns responder events into log lines and data-plane commands, and feeds `diagnose`.
 #[derive(Debug)]
 pub struct EventLog {
     tunnel: String,
     serials: HashMap<u64, u32>,
     next_serial: u32,
+    /// The peer of each IKE SA, as far as the driver told us ([`EventLog::set_peer`]).
+    peers: HashMap<u64, SocketAddr>,
+    /// The datagram whose events are being drained.
+    current: Option<Path>,
+    diag: Option<Diag>,
+}
+
+/// Our SPI of the IKE SA an event is about.
+fn event_spi(ev: &Event) -> Option<u64> {
+    match ev {
+        Event::IkeSaEstablished { spi, .. }
+        | Event::InitialContact { spi, .. }
+        | Event::AuthFailed { spi, .. }
+        | Event::IkeSaClosed { spi, .. } => Some(*spi),
+        Event::InstallChildSa(sa) => Some(sa.ike_spi),
+        Event::Debug { spi, .. } => *spi,
+        _ => None,
+    }
 }
 
 impl EventLog {
     /// A log for the tunnel (phase1) `tunnel`.
     pub fn new(tunnel: &str) -> Self {
-        Self { tunnel: tunnel.to_string(), serials: HashMap::new(), next_serial: 0 }
+        Self {
+            tunnel: tunnel.to_string(),
+            serials: HashMap::new(),
+            next_serial: 0,
+            peers: HashMap::new(),
+            current: None,
+            diag: None,
+        }
+    }
+
+    /// A log that also feeds `diag` (the SA registry and the debug stream of `diagnose`).
+    pub fn with_diag(tunnel: &str, diag: Diag) -> Self {
+        Self { diag: Some(diag), ..Self::new(tunnel) }
+    }
+
+    /// The `diagnose` handle, if any (drivers publish their counters through it).
+    pub fn diag(&self) -> Option<&Diag> {
+        self.diag.as_ref()
+    }
+
+    /// Tells the log which datagram the events drained next were caused by (`None` for
+    /// timeouts). The responder's events carry our SPI but not always the peer, so this is how
+    /// debug lines before IKE_AUTH get the address the `rem-addr4` filter needs. Drain events
+    /// after each datagram for this to be exact.
+    pub fn set_peer(&mut self, path: Option<Path>) {
+        self.current = path;
+    }
+
+    /// Writes a driver's own debug line (`ike V=root:0:NAME: text`) to stderr and the debug
+    /// stream.
+    pub fn line(&mut self, remote: Option<IpAddr>, text: &str) {
+        let l = format!("{}{text}", self.prefix(None));
+        let _ = writeln!(std::io::stderr(), "{l}");
+        if let Some(d) = &self.diag {
+            d.debug(remote, &l);
+        }
     }
 
     /// The prefix of a line about IKE SA `spi`: `ike V=root:0:NAME:SERIAL: ` (serials number the
@@ -112,23 +172,58 @@ impl EventLog {
     pub fn prefix(&mut self, spi: Option<u64>) -> String {
         match spi {
             Some(spi) => {
-                let next = &mut self.next_serial;
-                let n = *self.serials.entry(spi).or_insert_with(|| {
-                    *next += 1;
-                    *next
-                });
+                let n = self.serial(spi);
                 format!("ike V=root:0:{}:{}: ", self.tunnel, n)
             }
             None => format!("ike V=root:0:{}: ", self.tunnel),
         }
     }
 
+    /// The serial of IKE SA `spi` (numbered in order of first appearance).
+    fn serial(&mut self, spi: u64) -> u32 {
+        let next = &mut self.next_serial;
+        *self.serials.entry(spi).or_insert_with(|| {
+            *next += 1;
+            *next
+        })
+    }
+
     /// Handles one event: logs it, and forwards SA installs and removals to `sink`.
     pub fn handle(&mut self, ev: Event, sink: &mut dyn SaSink) {
+        let spi = event_spi(&ev);
+        // The peer: from the event itself, else learned for this SA, else the datagram's.
+        let event_path = match &ev {
+            Event::IkeSaEstablished { path, .. } => Some(*path),
+            Event::InstallChildSa(sa) => Some(sa.path),
+            _ => None,
+        };
+        let remote = match spi {
+            Some(spi) => {
+                let known = event_path.map(|p| p.remote).or_else(|| self.peers.get(&spi).copied());
+                let r = known.or(self.current.map(|p| p.remote));
+                if let Some(r) = r {
+                    self.peers.insert(spi, r);
+                }
+                r
+            }
+            None => self.current.map(|p| p.remote),
+        };
+        if let Some(d) = self.diag.clone() {
+            let serial = spi.map(|s| self.serial(s));
+            let local = event_path.or(self.current).map(|p| p.local);
+            d.on_event(&EventSource { tunnel: &self.tunnel, serial, remote, local }, &ev);
+        }
+        if let Event::IkeSaClosed { spi, .. } = &ev {
+            self.peers.remove(spi);
+        }
         match ev {
             Event::Debug { spi, line } => {
                 let p = self.prefix(spi);
-                let _ = writeln!(std::io::stderr(), "{p}{line}");
+                let l = format!("{p}{line}");
+                let _ = writeln!(std::io::stderr(), "{l}");
+                if let Some(d) = &self.diag {
+                    d.debug(remote.map(|r| r.ip()), &l);
+                }
             }
             Event::IkeSaEstablished { spi, path, user, peer_id, assigned } => {
                 let p = self.prefix(Some(spi));

@@ -6,6 +6,10 @@
 //! RFC 3948 §2.3), IKE (the 4-byte non-ESP marker, stripped here), or ESP (anything else: counted
 //! and dropped, since ESP belongs to the data plane). Transmits whose local port is the NAT-T
 //! port leave from that socket with the marker prepended.
+//!
+//! With a [`crate::diagnose::Diag`] in the [`EventLog`], each datagram's events are attributed to
+//! its peer ([`EventLog::set_peer`]) and the counters are published for `diagnose vpn ike stats`;
+//! there is no data plane, so per-SA traffic shows zeros.
 
 use std::future::Future;
 use std::io;
@@ -60,6 +64,20 @@ pub struct Counters {
     pub runts: u64,
     /// Send failures.
     pub send_errors: u64,
+}
+
+impl Counters {
+    /// The counters by name, for `diagnose vpn ike stats`.
+    pub fn fields(&self) -> [(&'static str, u64); 6] {
+        [
+            ("ike_rx", self.ike_rx),
+            ("ike_tx", self.ike_tx),
+            ("keepalives", self.keepalives),
+            ("esp_dropped", self.esp_dropped),
+            ("runts", self.runts),
+            ("send_errors", self.send_errors),
+        ]
+    }
 }
 
 /// The two IKE sockets.
@@ -145,6 +163,7 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
                 if let Ok((n, from)) = r {
                     counters.ike_rx += 1;
                     let path = Path { remote: from, local: local_ike };
+                    log.set_peer(Some(path));
                     responder.handle_datagram(Instant::now(), path, &buf_ike[..n]);
                 }
             }
@@ -154,6 +173,7 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
                         NattDatagram::Ike(m) => {
                             counters.ike_rx += 1;
                             let path = Path { remote: from, local: local_natt };
+                            log.set_peer(Some(path));
                             responder.handle_datagram(Instant::now(), path, m);
                         }
                         NattDatagram::Keepalive => counters.keepalives += 1,
@@ -162,9 +182,17 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
                     }
                 }
             }
-            () = timer => responder.handle_timeout(Instant::now()),
+            () = timer => {
+                log.set_peer(None);
+                responder.handle_timeout(Instant::now());
+            }
         }
         flush(responder, sockets, natt_addr.port(), log, sink, &mut counters).await;
+        log.set_peer(None);
+        if let Some(d) = log.diag() {
+            d.set_driver_counters("udp", &counters.fields());
+            d.set_responder_stats(responder.stats());
+        }
     }
     Ok(counters)
 }
