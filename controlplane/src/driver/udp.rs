@@ -148,6 +148,10 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
     let mut buf_ike = vec![0u8; 65536];
     let mut buf_natt = vec![0u8; 65536];
     tokio::pin!(shutdown);
+    if let Some(d) = log.diag() {
+        d.set_driver_counters("udp", &counters.fields());
+        d.set_responder_stats(responder.stats());
+    }
     loop {
         let deadline = responder.poll_timeout();
         let timer = async move {

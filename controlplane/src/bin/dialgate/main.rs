@@ -6,11 +6,12 @@
 use std::process::ExitCode;
 
 mod config;
+mod diagnose;
 mod esp;
 mod run;
 
 const USAGE: &str =
-    "usage: dialgate esp seal|open ... | dialgate config check|show FILE ... | dialgate run --config FILE [--listen ADDR] [--tunnel NAME]";
+    "usage: dialgate esp seal|open ... | dialgate config check|show FILE ... | dialgate run --config FILE [--listen ADDR] [--tunnel NAME] [--control-socket PATH] | dialgate diagnose COMMAND...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         Some("esp") => esp::main(rest),
         Some("config") => config::main(rest),
         Some("run") => run::main(rest),
+        Some("diagnose") => diagnose::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

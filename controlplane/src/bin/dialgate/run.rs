@@ -7,21 +7,30 @@
 //! Without it, the responder binds UDP 500 and 4500 on `--listen` (default 0.0.0.0) and
 //! CHILD_SAs only get logged (a host without DPDK, and tests). Runs until SIGINT or SIGTERM.
 //! Debug lines go to stderr, summaries of established SAs and installed CHILD_SAs to stdout.
+//!
+//! `dialgate diagnose …` reaches the gateway over the control socket, `--control-socket PATH`
+//! (default `/run/dialgate/dialgate.sock`), served next to the driver on the same runtime. When
+//! the default path cannot be used (not root, another gateway already serves it) the gateway
+//! runs without it and says so on stderr; an explicit `--control-socket` that cannot be bound is
+//! an error.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use dialgate_controlplane::config;
+use dialgate_controlplane::diagnose::server::{Server, DEFAULT_SOCKET};
+use dialgate_controlplane::diagnose::{self, Diag, TunnelInfo};
 use dialgate_controlplane::driver::udp::{self, Sockets};
 use dialgate_controlplane::driver::{EventLog, LogOnlySink};
 use dialgate_controlplane::gateway::Gateway;
 use dialgate_ike::crypto::SystemEntropy;
 use dialgate_ike::responder::Responder;
 
-const USAGE: &str =
-    "usage: dialgate run --config FILE [--tunnel NAME] [--cores CORES.toml | --listen ADDR [--ports IKE,NATT]]";
+const USAGE: &str = "usage: dialgate run --config FILE [--tunnel NAME] [--control-socket PATH] [--cores CORES.toml | --listen ADDR [--ports IKE,NATT]]";
 
 struct Args {
     config: String,
@@ -29,6 +38,7 @@ struct Args {
     tunnel: Option<String>,
     ports: (u16, u16),
     cores: Option<String>,
+    control_socket: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
@@ -37,6 +47,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
     let mut tunnel = None;
     let mut ports = (500, 4500);
     let mut cores = None;
+    let mut control_socket = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
@@ -45,6 +56,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
             "--listen" => listen = val()?.parse().with_context(|| format!("--listen: not an address\n{USAGE}"))?,
             "--tunnel" => tunnel = Some(val()?.clone()),
             "--cores" => cores = Some(val()?.clone()),
+            "--control-socket" => control_socket = Some(PathBuf::from(val()?)),
             "--ports" => {
                 let v = val()?;
                 let parsed = v.split_once(',').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
@@ -58,7 +70,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
         }
     }
     let config = config.with_context(|| format!("--config is required\n{USAGE}"))?;
-    Ok(Some(Args { config, listen, tunnel, ports, cores }))
+    Ok(Some(Args { config, listen, tunnel, ports, cores, control_socket }))
 }
 
 async fn shutdown_signal() {
@@ -74,6 +86,59 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The `diagnose` handle for `cfg`: its tunnels, its token users, its firewall listing.
+fn diag_for(cfg: &config::Config) -> Diag {
+    use dialgate_controlplane::firewall::{self, GroupMap, InterfaceMap};
+    let diag = Diag::new();
+    for t in TunnelInfo::from_config(cfg) {
+        diag.add_tunnel(t);
+    }
+    diag.set_two_factor_users(diagnose::two_factor_users(cfg));
+    let (ifs, groups) = (InterfaceMap::from_config(cfg), GroupMap::from_config(cfg));
+    match firewall::compile(cfg, &ifs, &groups, None) {
+        Ok(set) => {
+            let (cfg, set) = (cfg.clone(), Arc::new(set));
+            diag.set_firewall(Arc::new(move || firewall::policy_list(&cfg, &set)));
+        }
+        Err(errs) => {
+            let text: String = errs.iter().map(|e| format!("firewall policy not compiled: {e}\n")).collect();
+            diag.set_firewall(Arc::new(move || text.clone()));
+        }
+    }
+    diag
+}
+
+/// Binds the control socket (inside the runtime). The default path is optional, a path given
+/// with `--control-socket` is not.
+fn bind_control(path: Option<&PathBuf>) -> anyhow::Result<Option<Server>> {
+    match path {
+        Some(p) => Ok(Some(Server::bind(p).with_context(|| format!("control socket {}", p.display()))?)),
+        None => match Server::bind(DEFAULT_SOCKET.as_ref()) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                eprintln!("dialgate: control socket {DEFAULT_SOCKET}: {e}; running without `diagnose`");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Serves the control socket on the current runtime until the returned sender is used or
+/// dropped; await the handle afterwards so the socket file is removed.
+fn spawn_control(
+    server: Option<Server>,
+    diag: &Diag,
+) -> (tokio::sync::oneshot::Sender<()>, Option<tokio::task::JoinHandle<()>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = server.map(|s| {
+        println!("dialgate: diagnose on {}", s.path().display());
+        tokio::spawn(s.serve(diag.clone(), async move {
+            let _ = rx.await;
+        }))
+    });
+    (tx, task)
 }
 
 pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
@@ -97,7 +162,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
     };
     let gw = Gateway::from_config(&cfg, args.tunnel.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))?;
     if let Some(cores) = &args.cores {
-        return dpdk_main(&cfg, gw, cores);
+        return dpdk_main(&cfg, gw, cores, args.control_socket.as_ref());
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
@@ -106,12 +171,19 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot bind UDP {}:{} and {}", args.listen, args.ports.0, args.ports.1))?;
         let (a, b) = sockets.local_addrs()?;
+        let diag = diag_for(&cfg);
+        let (stop_control, control) = spawn_control(bind_control(args.control_socket.as_ref())?, &diag);
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut log = EventLog::new(&gw.name);
+        let mut log = EventLog::with_diag(&gw.name, diag);
         let mut responder = Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
         println!("dialgate: tunnel {} listening on {a} and {b}", gw.name);
         let mut sink = LogOnlySink::default();
-        let c = udp::run(&mut responder, &sockets, &mut log, &mut sink, shutdown_signal()).await?;
+        let c = udp::run(&mut responder, &sockets, &mut log, &mut sink, shutdown_signal()).await;
+        let _ = stop_control.send(());
+        if let Some(t) = control {
+            let _ = t.await;
+        }
+        let c = c?;
         println!(
             "dialgate: stopped; ike rx {} tx {}, keepalives {}, esp dropped {}, runts {}, send errors {}, established {}",
             c.ike_rx,
@@ -127,12 +199,17 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(not(dpdk))]
-fn dpdk_main(_cfg: &config::Config, _gw: Gateway, _cores: &str) -> anyhow::Result<ExitCode> {
+fn dpdk_main(
+    _cfg: &config::Config,
+    _gw: Gateway,
+    _cores: &str,
+    _control: Option<&PathBuf>,
+) -> anyhow::Result<ExitCode> {
     bail!("this dialgate was built without DPDK (libdpdk-dev not found at build time); run without --cores")
 }
 
 #[cfg(dpdk)]
-fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str) -> anyhow::Result<ExitCode> {
+fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str, control: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     use dialgate_controlplane::driver::dpdk::{self, DataPlane};
     use dialgate_dataplane::coremap::CoreMap;
 
@@ -142,12 +219,21 @@ fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str) -> anyhow::Result<E
     let mut dp = DataPlane::start(cfg, plan, span, &gw.name)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut log = EventLog::new(&gw.name);
+    let diag = diag_for(cfg);
+    let (stop_control, control) = {
+        let _guard = rt.enter();
+        spawn_control(bind_control(control)?, &diag)
+    };
+    let mut log = EventLog::with_diag(&gw.name, diag);
     let mut responder =
         Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
     responder.set_spi_source(dp.spi_source());
     println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
     let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal()));
+    let _ = stop_control.send(());
+    if let Some(t) = control {
+        let _ = rt.block_on(t);
+    }
     for (_, s) in dp.all_installed() {
         println!("{}", dp.traffic_line(s, "active at stop"));
     }
