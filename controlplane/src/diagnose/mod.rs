@@ -321,7 +321,7 @@ impl DebugSettings {
 
     /// Whether a line of `app` about `remote` is streamed.
     pub fn passes(&self, app: App, remote: Option<IpAddr>) -> bool {
-        self.level(app) != 0 && self.filter.as_ref().map_or(true, |f| f.matches(remote))
+        self.level(app) != 0 && self.filter.as_ref().is_none_or(|f| f.matches(remote))
     }
 }
 

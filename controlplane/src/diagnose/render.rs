@@ -34,7 +34,7 @@ fn selector(ts: &[TrafficSelector]) -> String {
 
 /// Whether entry `e` is selected by `name` (none selects everything).
 fn selected(e: &IkeEntry, name: Option<&str>) -> bool {
-    name.map_or(true, |n| e.name() == n)
+    name.is_none_or(|n| e.name() == n)
 }
 
 /// `diagnose vpn ike gateway list [name NAME]`: one block per IKE SA, blank line between.
@@ -121,7 +121,7 @@ pub fn tunnel_list(snap: &Snapshot, name: Option<&str>) -> String {
     for (i, t) in snap.tunnels.iter().enumerate() {
         let instances: Vec<&IkeEntry> =
             snap.sas.iter().filter(|e| e.tunnel == t.name && e.established.is_some()).collect();
-        if name.map_or(true, |n| n == t.name) {
+        if name.is_none_or(|n| n == t.name) {
             let mut stat = SaStats::default();
             for c in instances.iter().flat_map(|e| e.children.iter()) {
                 stat += snap.traffic.get(&c.inbound_spi).copied().unwrap_or_default();
