@@ -33,7 +33,7 @@ use dialgate_dataplane::coremap::Plan;
 use dialgate_dataplane::esp::{Algorithm, Backend, Transform};
 use dialgate_dataplane::ring::{Command, Event as DpEvent, TxRequest};
 use dialgate_dataplane::route::NextHop;
-use dialgate_dataplane::sa::table::{InboundEntry, SpiAllocator};
+use dialgate_dataplane::sa::table::{InboundEntry, SpiAllocator, SpiParts};
 use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, SaCounters, Tunnel, UdpEncap};
 use dialgate_dataplane::worker::{Control, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig};
 use dialgate_ffi::io::EthdevIo;
@@ -375,6 +375,20 @@ impl DataPlane {
             .and_then(|slot| self.control.outbound.inspect(slot, |o| (o.packets(), o.counters.bytes())))
             .unwrap_or((0, 0));
         SaTraffic { rxp: s.rx.packets(), txp: txp + s.tx_base.0, rxb: s.rx.bytes(), txb: txb + s.tx_base.1 }
+    }
+
+    /// When any CHILD_SA of IKE SA `ike_spi` last received a valid packet, as an age; `None`
+    /// when none ever did. Dead-peer detection asks this before probing an idle peer.
+    pub fn last_inbound(&self, ike_spi: u64) -> Option<Duration> {
+        let now = self.control.clock.now();
+        self.installed(ike_spi)
+            .iter()
+            .filter_map(|s| {
+                let p = SpiParts::from_spi(s.inbound_spi);
+                let seen = self.control.shared.get(usize::from(p.worker))?.last_seen(p.slot);
+                (seen != 0).then(|| TICK * now.saturating_sub(seen))
+            })
+            .min()
     }
 
     /// One line with an SA's SPIs and traffic (`what`: removed, active, ...).
