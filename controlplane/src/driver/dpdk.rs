@@ -559,11 +559,15 @@ impl Drop for DataPlane {
 }
 
 /// Drives `responder` over the data plane until `shutdown` resolves.
+///
+/// On SIGHUP `reload` runs between two service rounds (re-read the configuration and apply what
+/// can change live; it must leave everything as it was when the new file has errors).
 pub async fn run<R, V, P>(
     responder: &mut Responder<R, V, P>,
     dp: &mut DataPlane,
     log: &mut EventLog,
     shutdown: impl Future<Output = ()>,
+    mut reload: impl FnMut(&mut Responder<R, V, P>, &mut DataPlane),
 ) -> Counters
 where
     R: Entropy,
@@ -573,10 +577,14 @@ where
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut lines = Vec::new();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                reload(responder, dp);
+            }
             _ = tick.tick() => {}
         }
         let now = Instant::now();

@@ -97,7 +97,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
     };
     let gw = Gateway::from_config(&cfg, args.tunnel.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))?;
     if let Some(cores) = &args.cores {
-        return dpdk_main(&cfg, gw, cores);
+        return dpdk_main(&cfg, &args.config, gw, cores);
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
@@ -127,13 +127,14 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(not(dpdk))]
-fn dpdk_main(_cfg: &config::Config, _gw: Gateway, _cores: &str) -> anyhow::Result<ExitCode> {
+fn dpdk_main(_cfg: &config::Config, _cfg_path: &str, _gw: Gateway, _cores: &str) -> anyhow::Result<ExitCode> {
     bail!("this dialgate was built without DPDK (libdpdk-dev not found at build time); run without --cores")
 }
 
 #[cfg(dpdk)]
-fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str) -> anyhow::Result<ExitCode> {
+fn dpdk_main(cfg: &config::Config, cfg_path: &str, gw: Gateway, cores: &str) -> anyhow::Result<ExitCode> {
     use dialgate_controlplane::driver::dpdk::{self, DataPlane};
+    use dialgate_controlplane::gateway::DbVerifier;
     use dialgate_dataplane::coremap::CoreMap;
 
     let text = std::fs::read_to_string(cores).with_context(|| format!("cannot read {cores}"))?;
@@ -147,7 +148,20 @@ fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str) -> anyhow::Result<E
         Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
     responder.set_spi_source(dp.spi_source());
     println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
-    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal()));
+    let path = cfg_path.to_string();
+    let reload = move |r: &mut Responder<_, DbVerifier, _>, _: &mut DataPlane| match config::load_file(&path) {
+        Ok(new) => {
+            r.verifier_mut().db.update(&new);
+            println!("dialgate: {path} reloaded (users, groups, tokens)");
+        }
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("{e}");
+            }
+            println!("dialgate: {path} has {} error(s); the running configuration is unchanged", errs.len());
+        }
+    };
+    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal(), reload));
     for (_, s) in dp.all_installed() {
         println!("{}", dp.traffic_line(s, "active at stop"));
     }
