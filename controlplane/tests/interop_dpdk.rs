@@ -375,3 +375,46 @@ fn two_clients_traffic_both_ways_through_the_worker() {
         assert!(stat.contains("rxp=20 txp=20"), "per-SA counters of {vip}: {stat}");
     }
 }
+
+/// SIGHUP re-reads the configuration: a file with an error is reported as `file:line:col` and
+/// changes nothing (the old users still log in); a good file takes effect for new logins.
+#[test]
+fn sighup_reload_keeps_the_running_config_on_errors() {
+    let mut lab = lab_or_skip!("reload");
+    lab.start_gateway();
+    let conf = lab.dir.join("gw.conf");
+    let good = fs::read_to_string(&conf).expect("gw.conf");
+    let pid = lab.gw.as_ref().expect("gateway").id().to_string();
+    let wait_for = |lab: &Lab, what: &str, n: usize| {
+        let end = Instant::now() + Duration::from_secs(5);
+        while lab.gw_out().matches(what).count() < n {
+            assert!(Instant::now() < end, "no {what:?} after SIGHUP: {}{}", lab.gw_out(), lab.gw_err());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // A typo on a user: refused with its position, nothing changes.
+    let bad = good.replacen("set type password", "set type pasword", 1);
+    fs::write(&conf, &bad).expect("write");
+    must(&["kill", "-HUP", &pid]);
+    wait_for(&lab, "the running configuration is unchanged", 1);
+    let line = bad.lines().position(|l| l.contains("pasword")).expect("typo line") + 1;
+    assert!(lab.gw_err().contains(&format!("gw.conf:{line}:")), "no file:line:col: {}", lab.gw_err());
+    let a = lab.add_client(USER2, PASSWORD2);
+    lab.initiate(a);
+    assert_eq!(lab.ping(a, 3, "0.1"), 3);
+
+    // A new user: applied on the next SIGHUP and able to log in.
+    let with_user3 = good.replace(
+        &format!("    edit \"{USER2}\""),
+        &format!("    edit \"Test3\"\n        set type password\n        set passwd \"th1rd-Passw0rd\"\n    next\n    edit \"{USER2}\""),
+    ).replace(&format!("set member \"Test\" \"{USER2}\""), &format!("set member \"Test\" \"{USER2}\" \"Test3\""));
+    assert!(with_user3.contains("Test3"), "config shape changed");
+    fs::write(&conf, &with_user3).expect("write");
+    must(&["kill", "-HUP", &pid]);
+    wait_for(&lab, "reloaded (users, groups, tokens)", 1);
+    let b = lab.add_client("Test3", "th1rd-Passw0rd");
+    lab.initiate(b);
+    assert_eq!(lab.ping(b, 3, "0.1"), 3);
+    assert_eq!(lab.stop_gateway().matches("install child SA:").count(), 2);
+}

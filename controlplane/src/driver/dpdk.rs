@@ -33,7 +33,7 @@ use dialgate_dataplane::coremap::Plan;
 use dialgate_dataplane::esp::{Algorithm, Backend, Transform};
 use dialgate_dataplane::ring::{Command, Event as DpEvent, TxRequest};
 use dialgate_dataplane::route::NextHop;
-use dialgate_dataplane::sa::table::{InboundEntry, SpiAllocator};
+use dialgate_dataplane::sa::table::{InboundEntry, SpiAllocator, SpiParts};
 use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, SaCounters, Tunnel, UdpEncap};
 use dialgate_dataplane::worker::{Control, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig};
 use dialgate_ffi::io::EthdevIo;
@@ -377,6 +377,20 @@ impl DataPlane {
         SaTraffic { rxp: s.rx.packets(), txp: txp + s.tx_base.0, rxb: s.rx.bytes(), txb: txb + s.tx_base.1 }
     }
 
+    /// When any CHILD_SA of IKE SA `ike_spi` last received a valid packet, as an age; `None`
+    /// when none ever did. Dead-peer detection asks this before probing an idle peer.
+    pub fn last_inbound(&self, ike_spi: u64) -> Option<Duration> {
+        let now = self.control.clock.now();
+        self.installed(ike_spi)
+            .iter()
+            .filter_map(|s| {
+                let p = SpiParts::from_spi(s.inbound_spi);
+                let seen = self.control.shared.get(usize::from(p.worker))?.last_seen(p.slot);
+                (seen != 0).then(|| TICK * now.saturating_sub(seen))
+            })
+            .min()
+    }
+
     /// One line with an SA's SPIs and traffic (`what`: removed, active, ...).
     pub fn traffic_line(&self, s: &InstalledSa, what: &str) -> String {
         let t = self.traffic(s);
@@ -545,11 +559,15 @@ impl Drop for DataPlane {
 }
 
 /// Drives `responder` over the data plane until `shutdown` resolves.
+///
+/// On SIGHUP `reload` runs between two service rounds (re-read the configuration and apply what
+/// can change live; it must leave everything as it was when the new file has errors).
 pub async fn run<R, V, P>(
     responder: &mut Responder<R, V, P>,
     dp: &mut DataPlane,
     log: &mut EventLog,
     shutdown: impl Future<Output = ()>,
+    mut reload: impl FnMut(&mut Responder<R, V, P>, &mut DataPlane),
 ) -> Counters
 where
     R: Entropy,
@@ -559,10 +577,14 @@ where
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut lines = Vec::new();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                reload(responder, dp);
+            }
             _ = tick.tick() => {}
         }
         let now = Instant::now();

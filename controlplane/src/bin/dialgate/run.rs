@@ -141,7 +141,18 @@ fn spawn_control(
     (tx, task)
 }
 
+/// Keeps the PSK, passwords, token seeds and session keys out of core dumps and away from
+/// same-user `ptrace`/`/proc/PID/mem` readers: the process is made non-dumpable.
+fn no_core_dumps() {
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc != 0 {
+        eprintln!("dialgate: prctl(PR_SET_DUMPABLE, 0) failed: {}", std::io::Error::last_os_error());
+    }
+}
+
 pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
+    no_core_dumps();
     let args = match parse(args) {
         Ok(Some(a)) => a,
         Ok(None) => return Ok(ExitCode::SUCCESS),
@@ -162,7 +173,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
     };
     let gw = Gateway::from_config(&cfg, args.tunnel.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))?;
     if let Some(cores) = &args.cores {
-        return dpdk_main(&cfg, gw, cores, args.control_socket.as_ref());
+        return dpdk_main(&cfg, &args.config, gw, cores, args.control_socket.as_ref());
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
@@ -201,6 +212,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
 #[cfg(not(dpdk))]
 fn dpdk_main(
     _cfg: &config::Config,
+    _cfg_path: &str,
     _gw: Gateway,
     _cores: &str,
     _control: Option<&PathBuf>,
@@ -209,8 +221,15 @@ fn dpdk_main(
 }
 
 #[cfg(dpdk)]
-fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str, control: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+fn dpdk_main(
+    cfg: &config::Config,
+    cfg_path: &str,
+    gw: Gateway,
+    cores: &str,
+    control: Option<&PathBuf>,
+) -> anyhow::Result<ExitCode> {
     use dialgate_controlplane::driver::dpdk::{self, DataPlane};
+    use dialgate_controlplane::gateway::DbVerifier;
     use dialgate_dataplane::coremap::CoreMap;
 
     let text = std::fs::read_to_string(cores).with_context(|| format!("cannot read {cores}"))?;
@@ -224,12 +243,27 @@ fn dpdk_main(cfg: &config::Config, gw: Gateway, cores: &str, control: Option<&Pa
         let _guard = rt.enter();
         spawn_control(bind_control(control)?, &diag)
     };
+    let reload_diag = diag.clone();
     let mut log = EventLog::with_diag(&gw.name, diag);
     let mut responder =
         Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
     responder.set_spi_source(dp.spi_source());
     println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
-    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal()));
+    let path = cfg_path.to_string();
+    let reload = move |r: &mut Responder<_, DbVerifier, _>, _: &mut DataPlane| match config::load_file(&path) {
+        Ok(new) => {
+            r.verifier_mut().db.update(&new);
+            reload_diag.set_two_factor_users(diagnose::two_factor_users(&new));
+            println!("dialgate: {path} reloaded (users, groups, tokens)");
+        }
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("{e}");
+            }
+            println!("dialgate: {path} has {} error(s); the running configuration is unchanged", errs.len());
+        }
+    };
+    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal(), reload));
     let _ = stop_control.send(());
     if let Some(t) = control {
         let _ = rt.block_on(t);
