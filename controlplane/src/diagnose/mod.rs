@@ -484,13 +484,15 @@ impl Diag {
             match ev {
                 Event::Debug { spi: None, line } => {
                     // IKE_SA_INIT decides NAT before our SPI is chosen: remember it per peer.
-                    if let Some(r) = src.remote {
+                    let nat = match line.as_str() {
+                        "NAT detected: me" => (true, false),
+                        "NAT detected: peer" => (false, true),
+                        _ => (false, false),
+                    };
+                    if let (Some(r), true) = (src.remote, nat.0 || nat.1) {
                         let e = s.nat_pending.entry(r).or_default();
-                        match line.as_str() {
-                            "NAT detected: me" => e.0 = true,
-                            "NAT detected: peer" => e.1 = true,
-                            _ => {}
-                        }
+                        e.0 |= nat.0;
+                        e.1 |= nat.1;
                     }
                 }
                 Event::Debug { spi: Some(spi), .. } => {
