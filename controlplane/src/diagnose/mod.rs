@@ -9,7 +9,7 @@
 //!    every responder event then reaches [`Diag::on_event`] before the log consumes it, and every
 //!    FortiOS-style debug line reaches [`Diag::debug`]. A driver may also publish its counters
 //!    ([`Diag::set_driver_counters`], [`Diag::set_responder_stats`]) and plug in per-SA traffic
-//!    counters ([`Diag::set_sa_counters`] with an [`SaCounters`]; without one, `stat:` shows
+//!    counters ([`Diag::set_sa_counters`] with an [`SaCounterSource`]; without one, `stat:` shows
 //!    zeros).
 //! 3. Run [`server::serve`] (or [`server::Server::bind`] then [`server::Server::serve`]) on the
 //!    control socket next to the driver; `dialgate diagnose …` talks to it.
@@ -67,7 +67,7 @@ impl std::ops::AddAssign for SaStats {
 }
 
 /// Per-SA traffic counters a data plane provides (read when a listing is rendered).
-pub trait SaCounters: Send + Sync {
+pub trait SaCounterSource: Send + Sync {
     /// The counters of the CHILD_SA with these SPIs, or `None` when the data plane does not
     /// know it.
     fn counters(&self, inbound_spi: u32, outbound_spi: u32) -> Option<SaStats>;
@@ -337,7 +337,7 @@ struct State {
     dropped_lines: u64,
     driver: Vec<(String, Vec<(&'static str, u64)>)>,
     responder: Option<Stats>,
-    counters: Option<Arc<dyn SaCounters>>,
+    counters: Option<Arc<dyn SaCounterSource>>,
     pushed: HashMap<u32, SaStats>,
     firewall: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     ike_created: u64,
@@ -437,7 +437,7 @@ impl Diag {
     }
 
     /// Plugs in the data plane's per-SA counters.
-    pub fn set_sa_counters(&self, c: Arc<dyn SaCounters>) {
+    pub fn set_sa_counters(&self, c: Arc<dyn SaCounterSource>) {
         self.lock().counters = Some(c);
     }
 
@@ -508,12 +508,15 @@ impl Diag {
                     e.two_factor = two_factor;
                     e.peer_id.clone_from(peer_id);
                     e.assigned = *assigned;
-                    let tunnel = e.tunnel.clone();
-                    let used: HashSet<u32> =
-                        s.sas.values().filter(|x| x.tunnel == tunnel).filter_map(|x| x.index).collect();
-                    let index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
-                    if let Some(e) = s.sas.get_mut(spi) {
-                        e.index = Some(index);
+                    if e.index.is_none() {
+                        // FortiOS numbers dial-up instances with the lowest free index.
+                        let tunnel = e.tunnel.clone();
+                        let used: HashSet<u32> =
+                            s.sas.values().filter(|x| x.tunnel == tunnel).filter_map(|x| x.index).collect();
+                        let index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
+                        if let Some(e) = s.sas.get_mut(spi) {
+                            e.index = Some(index);
+                        }
                     }
                     s.ike_established += 1;
                     if two_factor {

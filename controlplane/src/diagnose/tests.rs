@@ -81,7 +81,7 @@ fn login(log: &mut EventLog, spi: u64, user: &str, vip: Ipv4Addr, in_spi: u32) {
 
 struct FixedCounters;
 
-impl SaCounters for FixedCounters {
+impl SaCounterSource for FixedCounters {
     fn counters(&self, inbound_spi: u32, _outbound_spi: u32) -> Option<SaStats> {
         (inbound_spi == 0xc000_0101).then_some(SaStats { rxp: 1290, txp: 40, rxb: 65588, txb: 34472 })
     }
@@ -110,6 +110,9 @@ fn registry_names_instances_and_forgets_closed_sas() {
     assert!(!s.sas[1].two_factor, "Test2 is not configured");
     assert_eq!(s.sas[1].children.len(), 1);
     assert_eq!(s.sas[1].nat, (false, true), "NAT line of IKE_SA_INIT attributed to the SA");
+    // A repeated establishment event keeps the instance name.
+    log.handle(established(0xbb, "Test2", [10, 40, 40, 3].into()), &mut sink);
+    assert_eq!(d.snapshot().sas[1].name(), "Test-Dialup_1");
 
     log.handle(Event::IkeSaClosed { spi: 0xaa, reason: CloseReason::NegotiationTimeout }, &mut sink);
     let s = d.snapshot();
