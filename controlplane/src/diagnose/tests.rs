@@ -261,6 +261,41 @@ fn stream_follows_level_filter_and_disable() {
     assert!(matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
 }
 
+/// A driver that drains several datagrams' events at once and never calls `set_peer` (the DPDK
+/// driver's batches): the SA_INIT line names the peer, so a filtered stream still sees the
+/// lines before IKE_AUTH completes, and another peer's lines stay out.
+#[test]
+fn filter_works_without_set_peer() {
+    let d = example_diag();
+    d.set_level(App::Ike, -1);
+    d.set_filter(Some(AddrFilter { start: [198, 51, 100, 7].into(), end: [198, 51, 100, 7].into() }));
+    let mut rx = d.subscribe();
+    let mut log = EventLog::with_diag("Test-Dialup", d.clone());
+    let mut sink = LogOnlySink::default();
+    for ev in [
+        dbg(None, "responder received SA_INIT msg from 198.51.100.7:500"),
+        dbg(Some(1), "responder preparing SA_INIT msg, group 19"),
+        dbg(None, "responder received SA_INIT msg from 203.0.113.5:500"),
+        dbg(Some(2), "responder preparing SA_INIT msg, group 19"),
+        dbg(Some(1), "responder received AUTH msg"),
+        dbg(Some(2), "responder received AUTH msg"),
+        dbg(Some(1), "authentication succeeded"),
+        dbg(Some(2), "authentication succeeded"),
+    ] {
+        log.handle(ev, &mut sink);
+    }
+    let lines = drain(&mut rx);
+    assert_eq!(
+        lines,
+        [
+            "ike V=root:0:Test-Dialup: responder received SA_INIT msg from 198.51.100.7:500",
+            "ike V=root:0:Test-Dialup:1: responder preparing SA_INIT msg, group 19",
+            "ike V=root:0:Test-Dialup:1: responder received AUTH msg",
+            "ike V=root:0:Test-Dialup:1: authentication succeeded",
+        ]
+    );
+}
+
 #[test]
 fn no_key_bytes_in_listings_or_debug_lines() {
     let d = example_diag();

@@ -110,6 +110,10 @@ pub struct EventLog {
     peers: HashMap<u64, SocketAddr>,
     /// The datagram whose events are being drained.
     current: Option<Path>,
+    /// Without [`EventLog::set_peer`]: the peer named by the last "received SA_INIT msg from"
+    /// line (the responder queues a datagram's events in order, so the SPI lines that follow
+    /// are that peer's even when a driver drains several datagrams' events at once).
+    init_peer: Option<SocketAddr>,
     diag: Option<Diag>,
 }
 
@@ -135,6 +139,7 @@ impl EventLog {
             next_serial: 0,
             peers: HashMap::new(),
             current: None,
+            init_peer: None,
             diag: None,
         }
     }
@@ -155,6 +160,7 @@ impl EventLog {
     /// after each datagram for this to be exact.
     pub fn set_peer(&mut self, path: Option<Path>) {
         self.current = path;
+        self.init_peer = None;
     }
 
     /// Writes a driver's own debug line (`ike V=root:0:NAME: text`) to stderr and the debug
@@ -191,6 +197,15 @@ impl EventLog {
     /// Handles one event: logs it, and forwards SA installs and removals to `sink`.
     pub fn handle(&mut self, ev: Event, sink: &mut dyn SaSink) {
         let spi = event_spi(&ev);
+        if let Event::Debug { spi: None, line } = &ev {
+            let peer = line
+                .strip_prefix("responder received SA_INIT msg from ")
+                .or_else(|| line.split_once(", sending COOKIE to ").map(|(_, a)| a));
+            if let Some(a) = peer {
+                self.init_peer = a.trim().parse().ok();
+            }
+        }
+        let current = self.current.map(|p| p.remote).or(self.init_peer);
         // The peer: from the event itself, else learned for this SA, else the datagram's.
         let event_path = match &ev {
             Event::IkeSaEstablished { path, .. } => Some(*path),
@@ -200,13 +215,13 @@ impl EventLog {
         let remote = match spi {
             Some(spi) => {
                 let known = event_path.map(|p| p.remote).or_else(|| self.peers.get(&spi).copied());
-                let r = known.or(self.current.map(|p| p.remote));
+                let r = known.or(current);
                 if let Some(r) = r {
                     self.peers.insert(spi, r);
                 }
                 r
             }
-            None => self.current.map(|p| p.remote),
+            None => current,
         };
         if let Some(d) = self.diag.clone() {
             let serial = spi.map(|s| self.serial(s));
