@@ -75,6 +75,20 @@ fn strongswan_dials_in_and_pings_through_the_dpdk_data_plane() {
     let stop = stdout.lines().find(|l| l.starts_with("dialgate: stopped;")).unwrap_or_else(|| panic!("{why}"));
     assert!(stop.contains("child SAs installed 1 refused 0"), "{why}");
     assert!(!stdout.contains("ike rx 0 "), "{why}");
+    // diagnose over the control socket: the seeds' fields, and the worker's per-SA counters.
+    for want in [
+        "name: Test-Dialup_0",
+        "eap-user: Test",
+        "2FA: yes",
+        "assigned IPv4 address: 10.40.40.",
+        "IPsec SA: created 1/1",
+    ] {
+        assert!(stdout.contains(want), "gateway list lacks {want:?}: {why}");
+    }
+    assert!(stdout.contains("name=Test-Dialup_0 ver=2"), "{why}");
+    assert!(stdout.contains("  stat: rxp=5 txp=5 rxb=420 txb=420"), "tunnel list counters: {why}");
+    assert!(stdout.contains("natt: mode=keepalive"), "{why}");
+
     // Per-SA counters from the data plane: the worker counted what it opened and sealed.
     let stat = stdout
         .lines()

@@ -46,6 +46,7 @@ use zeroize::Zeroizing;
 use super::{EventLog, SaSink};
 use crate::config::objects::InterfaceRole;
 use crate::config::Config;
+use crate::diagnose::SaStats;
 
 /// Coarse-clock resolution handed to the workers (ARP retry pacing, last-seen stamps).
 const TICK: Duration = Duration::from_millis(100);
@@ -579,6 +580,7 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut lines = Vec::new();
+    let mut last_stats = Instant::now();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -593,24 +595,70 @@ where
         while let Some(ex) = dp.control.exceptions.pop() {
             dp.counters.ike_rx += 1;
             let path = Path { remote: SocketAddr::V4(ex.src), local: SocketAddr::V4(ex.dst) };
+            // Drained per datagram, so every debug line is attributed to its peer (rem-addr4).
+            log.set_peer(Some(path));
             responder.handle_datagram(now, path, ex.payload());
+            drop(ex);
+            drain(responder, dp, log);
         }
+        log.set_peer(None);
         if responder.poll_timeout().is_some_and(|t| t <= now) {
             responder.handle_timeout(now);
         }
-        while let Some(t) = responder.poll_transmit() {
-            dp.send(t.path, &t.payload);
-        }
-        while let Some(ev) = responder.poll_event() {
-            log.handle(ev, dp);
-        }
+        drain(responder, dp, log);
         dp.worker_events(&mut lines);
         for l in lines.drain(..) {
-            eprintln!("{}{l}", log.prefix(None));
+            log.line(None, &l);
+        }
+        if now.duration_since(last_stats) >= Duration::from_secs(1) {
+            last_stats = now;
+            publish(responder, dp, log);
         }
         dp.control.outbound.reclaim();
     }
+    publish(responder, dp, log);
     dp.counters
+}
+
+/// Sends the responder's datagrams and handles its events.
+fn drain<R: Entropy, V: UserVerifier, P: AddressPool>(
+    responder: &mut Responder<R, V, P>,
+    dp: &mut DataPlane,
+    log: &mut EventLog,
+) {
+    while let Some(t) = responder.poll_transmit() {
+        dp.send(t.path, &t.payload);
+    }
+    while let Some(ev) = responder.poll_event() {
+        log.handle(ev, dp);
+    }
+}
+
+/// Hands per-SA traffic and the drivers' counters to `diagnose`.
+fn publish<R: Entropy, V: UserVerifier, P: AddressPool>(
+    responder: &Responder<R, V, P>,
+    dp: &DataPlane,
+    log: &EventLog,
+) {
+    let Some(d) = log.diag() else { return };
+    for (_, s) in dp.all_installed() {
+        let t = dp.traffic(s);
+        d.update_sa_stats(s.inbound_spi, SaStats { rxp: t.rxp, txp: t.txp, rxb: t.rxb, txb: t.txb });
+    }
+    let c = dp.counters;
+    d.set_driver_counters(
+        "dpdk",
+        &[
+            ("ike_rx", c.ike_rx),
+            ("ike_tx", c.ike_tx),
+            ("tx_ring_full", c.tx_ring_full),
+            ("no_mbuf", c.no_mbuf),
+            ("sa_installed", c.sa_installed),
+            ("sa_refused", c.sa_refused),
+            ("sa_removed", c.sa_removed),
+        ],
+    );
+    d.set_responder_stats(responder.stats());
 }
 
 #[cfg(test)]
