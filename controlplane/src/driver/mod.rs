@@ -7,6 +7,7 @@
 //! [`EventLog`]: `Debug` lines in the FortiOS `diagnose debug application ike` style on stderr,
 //! one summary line per established SA, installed CHILD_SA and failure on stdout (never keys).
 
+pub mod connect;
 pub mod udp;
 
 use std::collections::HashMap;

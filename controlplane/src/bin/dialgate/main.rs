@@ -6,11 +6,13 @@
 use std::process::ExitCode;
 
 mod config;
+mod connect;
 mod esp;
+mod posture;
 mod run;
 
 const USAGE: &str =
-    "usage: dialgate esp seal|open ... | dialgate config check|show FILE ... | dialgate run --config FILE [--listen ADDR] [--tunnel NAME]";
+    "usage: dialgate esp seal|open ... | dialgate config check|show FILE ... | dialgate run --config FILE [--listen ADDR] [--tunnel NAME] | dialgate connect ... | dialgate posture-server --file tags.json";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +21,8 @@ fn main() -> ExitCode {
         Some("esp") => esp::main(rest),
         Some("config") => config::main(rest),
         Some("run") => run::main(rest),
+        Some("connect") => connect::main(rest),
+        Some("posture-server") => posture::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -1,0 +1,123 @@
+//! `dialgate connect`: dialgate's own IKEv2 client. Connects once with EAP-MSCHAPv2 (password,
+//! optionally followed by the token code), optionally sending FortiClient posture data and a tag
+//! token; prints the assigned address and CHILD_SA SPIs, or the refusal and exits 1.
+//!
+//! Secrets can come from the environment instead of the command line: `DIALGATE_PASSWORD`,
+//! `DIALGATE_PSK`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use dialgate_controlplane::driver::connect::{connect, ConnectError, ConnectOptions};
+use dialgate_controlplane::driver::suite_name;
+use dialgate_controlplane::posture::client::{ClientData, ZTNA_TAGS_CHECK_FAILURE, ZTNA_TAGS_CHECK_SUCCESS};
+use dialgate_ike::initiator::InitiatorError;
+use zeroize::Zeroizing;
+
+const USAGE: &str = "usage: dialgate connect --server IP[:PORT] --user U --password P [--code C] [--psk K] \
+[--fct 'UID=..,IP=..,EMSSN=..'] [--token FILE] [--timeout S] [--local IP[:PORT]]";
+
+fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
+    let mut server = None;
+    let mut local: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let mut user = None;
+    let mut password = std::env::var("DIALGATE_PASSWORD").ok().map(Zeroizing::new);
+    let mut code = String::new();
+    let mut psk = std::env::var("DIALGATE_PSK").ok().map(|p| Zeroizing::new(p.into_bytes()));
+    let mut fct = None;
+    let mut token = None;
+    let mut timeout = Duration::from_secs(10);
+    let with_port = |v: &str, port: u16| -> anyhow::Result<SocketAddr> {
+        v.parse::<SocketAddr>()
+            .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, port)))
+            .with_context(|| format!("{v:?} is not IP[:PORT]"))
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--server" => server = Some(with_port(val()?, 500)?),
+            "--local" => local = with_port(val()?, 0)?,
+            "--user" => user = Some(val()?.clone()),
+            "--password" => password = Some(Zeroizing::new(val()?.clone())),
+            "--code" => code = val()?.clone(),
+            "--psk" => psk = Some(Zeroizing::new(val()?.as_bytes().to_vec())),
+            "--fct" => fct = Some(ClientData::parse(val()?.as_bytes()).context("--fct")?),
+            "--token" => {
+                let f = val()?;
+                let t = std::fs::read(f).with_context(|| format!("--token {f}"))?;
+                token = Some(t.trim_ascii().to_vec());
+            }
+            "--timeout" => timeout = Duration::from_secs_f64(val()?.parse().context("--timeout: seconds")?),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let password = password.context("--password (or DIALGATE_PASSWORD) is required")?;
+    Ok(ConnectOptions {
+        server: server.context("--server is required")?,
+        local,
+        user: user.context("--user is required")?,
+        // The seed's "password immediately followed by the token code".
+        password: Zeroizing::new(format!("{}{code}", password.as_str())),
+        psk: psk.context("--psk (or DIALGATE_PSK) is required: the gateway authenticates with it")?,
+        fct,
+        token,
+        timeout,
+        retransmit: Duration::from_millis(1000),
+    })
+}
+
+fn notify_name(ty: u16) -> String {
+    match ty {
+        24 => "AUTHENTICATION_FAILED".into(),
+        14 => "NO_PROPOSAL_CHOSEN".into(),
+        17 => "INVALID_KE_PAYLOAD".into(),
+        36 => "INTERNAL_ADDRESS_FAILURE".into(),
+        38 => "TS_UNACCEPTABLE".into(),
+        ZTNA_TAGS_CHECK_FAILURE => "ZTNA_TAGS_CHECK_FAILURE".into(),
+        ZTNA_TAGS_CHECK_SUCCESS => "EMS_ZTNA_TAGS_CHECK_SUCCESS".into(),
+        t => format!("notify {t}"),
+    }
+}
+
+pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
+    let opts = match parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("dialgate connect: {e:#}\n{USAGE}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    match rt.block_on(connect(&opts)) {
+        Ok(e) => {
+            let addr = e.assigned.map_or("none".to_string(), |a| a.to_string());
+            println!(
+                "connected: assigned {addr} ike_spi {:016x}/{:016x} child_sa in_spi={:08x} out_spi={:08x} suite={}{}",
+                e.ike_spis.0,
+                e.ike_spis.1,
+                e.child.inbound_spi,
+                e.child.outbound_spi,
+                suite_name(&e.child.suite),
+                if e.nat_detected { " nat" } else { "" }
+            );
+            for n in &e.private_notifies {
+                println!("{}: {}", notify_name(n.ty.0), String::from_utf8_lossy(&n.data));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ConnectError::Ike(InitiatorError::Refused { notify, private })) => {
+            println!("refused: {}", notify_name(notify.0));
+            for n in &private {
+                println!("{}: {}", notify_name(n.ty.0), String::from_utf8_lossy(&n.data));
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            println!("failed: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
