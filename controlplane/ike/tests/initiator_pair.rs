@@ -83,7 +83,31 @@ fn drive(
     cfg: InitiatorConfig,
     password: &str,
 ) -> (Result<Box<Established>, InitiatorError>, usize) {
-    let (cp, gp) = paths();
+    let (r, n, _) = drive_keep(gw, cfg, password);
+    (r, n)
+}
+
+type Client = Initiator<TestRng, Peer>;
+
+fn exchange(gw: &mut Responder<TestRng, TestUsers, TestPool>, ds: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let (_, gp) = paths();
+    let mut replies = Vec::new();
+    for d in ds {
+        gw.handle_datagram(Instant::now(), gp, d);
+        while let Some(t) = gw.poll_transmit() {
+            replies.push(t.payload);
+        }
+    }
+    replies
+}
+
+/// Like `drive`, and hands back the client for later exchanges.
+fn drive_keep(
+    gw: &mut Responder<TestRng, TestUsers, TestPool>,
+    cfg: InitiatorConfig,
+    password: &str,
+) -> (Result<Box<Established>, InitiatorError>, usize, Client) {
+    let (cp, _) = paths();
     // A fresh seed per attempt: a repeated SPIi from the same address would be a retransmission.
     static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(77);
     let seed = SEED.fetch_add(1000, std::sync::atomic::Ordering::Relaxed);
@@ -91,13 +115,7 @@ fn drive(
     let mut out = c.start().unwrap();
     let mut inits = 1;
     for _ in 0..20 {
-        let mut replies = Vec::new();
-        for d in &out {
-            gw.handle_datagram(Instant::now(), gp, d);
-            while let Some(t) = gw.poll_transmit() {
-                replies.push(t.payload);
-            }
-        }
+        let replies = exchange(gw, &out);
         out = Vec::new();
         for r in replies {
             match c.handle_datagram(&r) {
@@ -107,9 +125,9 @@ fn drive(
                     }
                     out = d
                 }
-                Ok(Progress::Established(e)) => return (Ok(e), inits),
-                Ok(Progress::Pending) => {}
-                Err(e) => return (Err(e), inits),
+                Ok(Progress::Established(e)) => return (Ok(e), inits, c),
+                Ok(Progress::Pending | Progress::Answered(_)) => {}
+                Err(e) => return (Err(e), inits, c),
             }
         }
         assert!(!out.is_empty(), "stalled");
@@ -190,4 +208,20 @@ fn fragmented_exchange_with_a_large_notify() {
     let big = vec![Notify::new(NotifyType(0xF101), vec![b'x'; 3000])];
     let e = drive(&mut g, client_cfg(PSK, big, Some(576)), PASSWORD).0.unwrap();
     assert!(e.assigned.is_some());
+}
+
+#[test]
+fn token_update_in_informational_after_establishment() {
+    let mut g = gw(1280);
+    let (r, _, mut c) = drive_keep(&mut g, client_cfg(PSK, vec![], None), PASSWORD);
+    r.unwrap();
+    let req = c.informational(vec![Notify::new(NotifyType(0xF101), b"eyJ.token.sig".to_vec())]).unwrap();
+    let replies = exchange(&mut g, &req);
+    assert_eq!(replies.len(), 1);
+    assert!(matches!(c.handle_datagram(&replies[0]), Ok(Progress::Answered(_))));
+    // A replayed answer is not taken twice.
+    assert!(matches!(c.handle_datagram(&replies[0]), Ok(Progress::Pending)));
+    let fresh = Initiator::new(client_cfg(PSK, vec![], None), TestRng(5), Peer(PASSWORD.into()), paths().0, 1).unwrap();
+    let mut fresh = fresh;
+    assert!(fresh.informational(vec![]).is_err(), "not before establishment");
 }

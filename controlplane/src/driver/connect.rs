@@ -144,7 +144,7 @@ pub async fn connect(o: &ConnectOptions) -> Result<Box<Established>, ConnectErro
                     break;
                 }
                 Progress::Established(e) => return Ok(e),
-                Progress::Pending => {}
+                Progress::Pending | Progress::Answered(_) => {}
             }
         }
         // Loop: send the new request, or resend the one in flight.

@@ -10,6 +10,8 @@
 //!    or a stray datagram was absorbed. A refusal is an [`InitiatorError`] carrying the error
 //!    notify and the private notifies the gateway sent with it.
 //! 4. On timeout resend [`Initiator::last_request`].
+//! 5. Once established, [`Initiator::informational`] sends notifies (tag token updates); the
+//!    answer is [`Progress::Answered`].
 //!
 //! Exchanges (RFC 7296 §1.2, §2.16, EAP only for the client, PSK for the gateway):
 //! ```text
@@ -131,6 +133,9 @@ pub enum Progress {
     Established(Box<Established>),
     /// Nothing to do (a fragment, or a datagram that is not for us).
     Pending,
+    /// The gateway answered an INFORMATIONAL request of [`Initiator::informational`]; its
+    /// payloads.
+    Answered(Vec<Payload>),
 }
 
 /// Why the connection failed.
@@ -190,6 +195,7 @@ pub struct Initiator<R, E> {
     nat_detected: bool,
     retries: u8,
     idr: Option<Identification>,
+    established: bool,
 }
 
 fn proto(s: &str) -> InitiatorError {
@@ -244,6 +250,7 @@ impl<R: Entropy, E: EapPeer> Initiator<R, E> {
             nat_detected: false,
             retries: 0,
             idr: None,
+            established: false,
         })
     }
 
@@ -312,7 +319,12 @@ impl<R: Entropy, E: EapPeer> Initiator<R, E> {
             }
             return self.init_response(bytes);
         }
-        if h.spi_r != self.spi_r || h.message_id.wrapping_add(1) != self.mid || h.exchange != ExchangeType::IKE_AUTH {
+        if self.established && self.last.is_empty() {
+            // Nothing in flight: a late or replayed answer.
+            return Ok(Progress::Pending);
+        }
+        let want = if self.established { ExchangeType::INFORMATIONAL } else { ExchangeType::IKE_AUTH };
+        if h.spi_r != self.spi_r || h.message_id.wrapping_add(1) != self.mid || h.exchange != want {
             return Ok(Progress::Pending);
         }
         let Some(inb) = self.inb.as_ref() else { return Ok(Progress::Pending) };
@@ -328,6 +340,10 @@ impl<R: Entropy, E: EapPeer> Initiator<R, E> {
             // RFC 7296 §2.21.1: a message that does not verify is dropped.
             Err(_) => return Ok(Progress::Pending),
         };
+        if self.established {
+            self.last.clear();
+            return Ok(Progress::Answered(payloads));
+        }
         self.auth_response(payloads)
     }
 
@@ -406,7 +422,20 @@ impl<R: Entropy, E: EapPeer> Initiator<R, E> {
     }
 
     fn request(&mut self, payloads: Vec<Payload>) -> Result<Vec<Vec<u8>>, InitiatorError> {
-        let h = self.header(ExchangeType::IKE_AUTH, self.mid);
+        self.request_of(ExchangeType::IKE_AUTH, payloads)
+    }
+
+    /// An INFORMATIONAL request on the established IKE SA carrying `notifies` (e.g. a fresh tag
+    /// token); the answer comes back as [`Progress::Answered`].
+    pub fn informational(&mut self, notifies: Vec<Notify>) -> Result<Vec<Vec<u8>>, InitiatorError> {
+        if !self.established {
+            return Err(proto("INFORMATIONAL before the IKE SA is established"));
+        }
+        self.request_of(ExchangeType::INFORMATIONAL, notifies.into_iter().map(Payload::Notify).collect())
+    }
+
+    fn request_of(&mut self, exchange: ExchangeType, payloads: Vec<Payload>) -> Result<Vec<Vec<u8>>, InitiatorError> {
+        let h = self.header(exchange, self.mid);
         let out = self.out.as_ref().ok_or_else(|| proto("no keys"))?;
         let d = out.seal(&h, &payloads, self.cfg.fragment_len, &mut self.rng).map_err(|e| proto(&e.to_string()))?;
         self.mid += 1;
@@ -557,6 +586,7 @@ impl<R: Entropy, E: EapPeer> Initiator<R, E> {
         let tsr =
             find(p, |x| if let Payload::TsR(t) = x { Some(t.selectors.clone()) } else { None }).unwrap_or_default();
         self.state = State::Done;
+        self.established = true;
         self.last.clear();
         Ok(Progress::Established(Box::new(Established {
             ike_spis: (self.spi_i, self.spi_r),
