@@ -107,10 +107,11 @@ impl TokenKey {
         if bits < 2048 {
             return Err(KeyError("RSA key shorter than 2048 bits".into()));
         }
-        Ok(Self { der })
+        // Kept as PKCS#1 RSAPublicKey whatever the input form, so equal keys compare equal.
+        Ok(Self { der: key.as_ref().to_vec() })
     }
 
-    /// The key as DER (as loaded).
+    /// The key as DER (PKCS#1 RSAPublicKey).
     pub fn der(&self) -> &[u8] {
         &self.der
     }

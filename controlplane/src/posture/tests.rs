@@ -262,3 +262,105 @@ fn tunnels_that_lose_their_tag_are_reported() {
     check.sessions.forget(1);
     assert!(check.lost_sessions(later).is_empty());
 }
+
+const BUILD_CFG: &str = r#"
+config system interface
+    edit "port1"
+        set ip 172.16.200.4 255.255.255.0
+    next
+end
+config user local
+    edit "userc"
+        set type password
+        set passwd "p"
+    next
+end
+config user group
+    edit "local-group"
+        set member "userc"
+    next
+end
+config endpoint-control fctems
+    edit "EMS1"
+        set server "ems1.example"
+        set https-port 8443
+        set serial-number "FCTEMS8826000120"
+        set tenant-id "T1"
+        set ca-cert "CA_FILE"
+        set call-timeout 3
+        set status-check-interval 10
+        set out-of-sync-threshold 30
+    next
+    edit "EMS3"
+        set server "http://127.0.0.1:8910"
+        set jwt-public-key "KEY_FILE"
+    next
+end
+config vpn ipsec phase1-interface
+    edit "dialup"
+        set type dynamic
+        set interface "port1"
+        set ike-version 2
+        set mode-cfg enable
+        set proposal aes128-sha256
+        set eap enable
+        set authusrgrp "local-group"
+        set ems-sn-check enable
+        set remote-gw-match ztna
+        set ipv4-start-ip 10.0.0.2
+        set ipv4-end-ip 10.0.0.9
+        set psksecret "k"
+        set remote-gw-ztna-tags "EMS1_ZTNA_all_registered_clients" "EMS3_ZTNA_a"
+    next
+    edit "plain"
+        set type dynamic
+        set interface "port1"
+        set ike-version 2
+        set proposal aes128-sha256
+        set psksecret "k"
+    next
+end
+config vpn ipsec phase2-interface
+    edit "p2"
+        set phase1name "dialup"
+        set proposal aes128gcm
+    next
+end
+"#;
+
+#[test]
+fn build_from_configuration() {
+    let dir = std::env::temp_dir().join(format!("dialgate-posture-build-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("k.pem");
+    std::fs::write(&key, keys().1.to_pem()).unwrap();
+    // A CA bundle for the HTTPS connector: any valid certificate will do; use the system one.
+    let ca = "/etc/ssl/certs/ca-certificates.crt";
+    if !std::path::Path::new(ca).exists() {
+        eprintln!("no system CA bundle: skipped");
+        return;
+    }
+    let text = BUILD_CFG.replace("CA_FILE", ca).replace("KEY_FILE", &key.to_string_lossy());
+    let cfg = crate::config::load_str(&text, "posture.conf").unwrap();
+    assert!(super::build(&cfg, "plain").unwrap().is_none(), "no ztna, no posture");
+    assert!(super::build(&cfg, "nope").unwrap().is_none());
+    let p = super::build(&cfg, "dialup").unwrap().unwrap();
+    assert!(p.check.ems_sn_check);
+    assert_eq!(
+        p.check.tags.iter().map(|t| t.configured.as_str()).collect::<Vec<_>>(),
+        ["EMS1_ZTNA_all_registered_clients", "EMS3_ZTNA_a"]
+    );
+    let dbg = format!("{:?}", p.refresher);
+    assert!(dbg.contains("https://ems1.example:8443/api/v1/posture"), "{dbg}");
+    assert!(dbg.contains("http://127.0.0.1:8910/api/v1/posture"), "{dbg}");
+    let ems1 = p.check.cache.get("EMS1").unwrap();
+    assert_eq!((ems1.configured_serial.as_str(), ems1.stale_after), ("FCTEMS8826000120", 30));
+    assert!(ems1.configured_key.is_none());
+    assert_eq!(p.check.cache.get("EMS3").unwrap().configured_key.as_ref(), Some(&keys().1));
+
+    // A key file that is not a key is an error naming the connector.
+    std::fs::write(&key, "junk").unwrap();
+    let e = super::build(&cfg, "dialup").unwrap_err();
+    assert!(e.to_string().contains("fctems \"EMS3\""), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
