@@ -134,9 +134,14 @@ fn wait_for(file: &Path, needle: &str, limit: Duration) -> String {
 }
 
 fn connect(port: u16, fct: &str, token: Option<&Path>) -> (Output, String) {
+    connect_with(port, fct, token, &[])
+}
+
+fn connect_with(port: u16, fct: &str, token: Option<&Path>, extra: &[&str]) -> (Output, String) {
     let mut c = Command::new(DIALGATE);
     c.args(["connect", "--server", &format!("127.0.0.1:{port}"), "--user", "userc", "--timeout", "8"])
         .args(["--fct", fct])
+        .args(extra)
         .env("DIALGATE_PASSWORD", "p@ssw0rd")
         .env("DIALGATE_PSK", "Pr3-Shared-K3y");
     if let Some(t) = token {
@@ -206,6 +211,14 @@ fn seed_examples_end_to_end() {
     let g = wait_for(&log, "EMS ZTNA tags check success ZTNA_all_registered_clients", Duration::from_secs(5));
     assert!(g.contains("EMS SN check passed"), "{g}");
     assert!(g.contains(&format!("received FCT-UID : {UID}")), "{g}");
+
+    // A second tagged endpoint over UDP 4500 (non-ESP marker), behind the same NAT address.
+    let fct2 = format!("UID={UID}1 IP=172.16.200.243 EMSSN={SERIAL}");
+    let (out, text) = connect_with(natt, &fct2, None, &["--timeout", "1.5"]);
+    assert_eq!(out.status.code(), Some(1), "without the marker the NAT-T port takes IKE for ESP: {text}");
+    let (out, text) = connect_with(natt, &fct2, None, &["--natt"]);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("connected: assigned 10.212.134.201 "), "{text}");
 
     // Without the tag: refused with the failure notify and the seed's lines.
     let other = format!("UID=AAAA0000AAAA0000AAAA0000AAAA0000;IP=172.16.200.99;EMSSN={SERIAL}");

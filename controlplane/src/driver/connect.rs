@@ -2,8 +2,9 @@
 //! gateway, with retransmission and an overall timeout. Also the building block of the load
 //! generator (one call per simulated client).
 //!
-//! How to use it: fill [`ConnectOptions`] and `await` [`connect`]. Port 4500 gets the non-ESP
-//! marker (RFC 3948 §2.2); the client stays on the port it started on.
+//! How to use it: fill [`ConnectOptions`] and `await` [`connect`]. With `natt` (the gateway's
+//! port 4500) IKE carries the non-ESP marker (RFC 3948 §2.2); the client stays on the port it
+//! started on.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// Resend the request in flight after this long without an answer.
     pub retransmit: Duration,
+    /// Send IKE with the non-ESP marker (the gateway's NAT-T port; default: port 4500).
+    pub natt: bool,
 }
 
 /// Why `connect` failed.
@@ -84,7 +87,7 @@ pub async fn connect(o: &ConnectOptions) -> Result<Box<Established>, ConnectErro
     let sock = UdpSocket::bind(o.local).await?;
     sock.connect(o.server).await?;
     let local = sock.local_addr()?;
-    let marker = o.server.port() == 4500;
+    let marker = o.natt;
     let mut notifies = Vec::new();
     if let Some(f) = &o.fct {
         notifies.push(Notify::new(NotifyType(FORTICLIENT_CONNECT), f.encode()));

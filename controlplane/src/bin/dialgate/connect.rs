@@ -17,7 +17,7 @@ use dialgate_ike::initiator::InitiatorError;
 use zeroize::Zeroizing;
 
 const USAGE: &str = "usage: dialgate connect --server IP[:PORT] --user U --password P [--code C] [--psk K] \
-[--fct 'UID=..,IP=..,EMSSN=..'] [--token FILE] [--timeout S] [--local IP[:PORT]]";
+[--fct 'UID=..,IP=..,EMSSN=..'] [--token FILE] [--timeout S] [--local IP[:PORT]] [--natt]";
 
 fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
     let mut server = None;
@@ -29,6 +29,7 @@ fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
     let mut fct = None;
     let mut token = None;
     let mut timeout = Duration::from_secs(10);
+    let mut natt = None;
     let with_port = |v: &str, port: u16| -> anyhow::Result<SocketAddr> {
         v.parse::<SocketAddr>()
             .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, port)))
@@ -50,13 +51,15 @@ fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
                 let t = std::fs::read(f).with_context(|| format!("--token {f}"))?;
                 token = Some(t.trim_ascii().to_vec());
             }
+            "--natt" => natt = Some(true),
             "--timeout" => timeout = Duration::from_secs_f64(val()?.parse().context("--timeout: seconds")?),
             other => bail!("unknown argument {other}"),
         }
     }
+    let server = server.context("--server is required")?;
     let password = password.context("--password (or DIALGATE_PASSWORD) is required")?;
     Ok(ConnectOptions {
-        server: server.context("--server is required")?,
+        server,
         local,
         user: user.context("--user is required")?,
         // The seed's "password immediately followed by the token code".
@@ -66,6 +69,8 @@ fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
         token,
         timeout,
         retransmit: Duration::from_millis(1000),
+        // The NAT-T port speaks IKE behind the non-ESP marker.
+        natt: natt.unwrap_or(server.port() == 4500),
     })
 }
 
