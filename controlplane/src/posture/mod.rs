@@ -117,7 +117,7 @@ impl Refresher {
                 last_ok[i] = Some(ok);
             }
             for (spi, why) in self.check.lost_sessions(unix_now()) {
-                log(format!("posture: IKE SA {spi:016x} lost its ZTNA tag ({why}), deleting"));
+                log(format!("posture: IKE SA {spi:016x} lost its ZTNA tag ({why})"));
                 self.check.sessions.forget(spi);
                 let _ = self.lost.send((spi, why));
             }
