@@ -260,8 +260,15 @@ fn seed_examples_end_to_end() {
     };
     let tok = dir.join("token.jwt");
     std::fs::write(&tok, jwt::sign_rs256(claims(UID).as_bytes(), &pkcs8).unwrap()).unwrap();
-    let (out, text) = connect(ike, &format!("UID={UID},IP=10.160.1.197,EMSSN={SERIAL},FCTTAGS=1"), Some(&tok));
+    // The client stays up a little and sends its token again in INFORMATIONAL exchanges.
+    let (out, text) = connect_with(
+        ike,
+        &format!("UID={UID},IP=10.160.1.197,EMSSN={SERIAL},FCTTAGS=1"),
+        Some(&tok),
+        &["--hold", "1.2", "--token-interval", "0.5"],
+    );
     assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("token update answered").count(), 2, "{text}");
     assert!(text.contains("EMS_ZTNA_TAGS_CHECK_SUCCESS: EMS1_ZTNA_all_registered_clients"), "{text}");
     let g = wait_for(&log, "EMS ZTNA token tags check success ZTNA_all_registered_clients", Duration::from_secs(5));
     assert!(g.contains("send EMS_ZTNA_TAGS_CHECK_SUCCESS"), "{g}");

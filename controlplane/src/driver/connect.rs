@@ -82,8 +82,8 @@ pub enum ConnectError {
     Ike(#[from] InitiatorError),
 }
 
-/// Connects once; returns the established SA's parameters.
-pub async fn connect(o: &ConnectOptions) -> Result<Box<Established>, ConnectError> {
+/// Connects once; the handle holds the established SA's parameters and can send token updates.
+pub async fn connect(o: &ConnectOptions) -> Result<Connected, ConnectError> {
     let sock = UdpSocket::bind(o.local).await?;
     sock.connect(o.server).await?;
     let local = sock.local_addr()?;
@@ -114,42 +114,88 @@ pub async fn connect(o: &ConnectOptions) -> Result<Box<Established>, ConnectErro
     let esp_spi = u32::from_be_bytes(spi) | 0x0100_0000;
     let path = Path { local, remote: o.server };
     let mut ini = Initiator::new(cfg, SystemEntropy::default(), MsChapPeer(o.password.clone()), path, esp_spi)?;
-    let send = |d: &[Vec<u8>]| {
-        let out: Vec<Vec<u8>> =
-            d.iter().map(|m| if marker { [&[0u8; 4][..], m].concat() } else { m.clone() }).collect();
-        out
-    };
-    let deadline = tokio::time::Instant::now() + o.timeout;
-    let mut pending = send(&ini.start()?);
-    let mut buf = vec![0u8; 65536];
-    loop {
-        for d in &pending {
-            sock.send(d).await?;
+    let first = ini.start()?;
+    let mut link = Link { sock, ini, marker, retransmit: o.retransmit, buf: vec![0u8; 65536] };
+    match link.exchange(first, o.timeout).await? {
+        Progress::Established(established) => Ok(Connected { link, established }),
+        _ => Err(ConnectError::Ike(InitiatorError::Protocol("no IKE SA".into()))),
+    }
+}
+
+/// An established client: its socket and IKE SA, for token updates while it stays up.
+pub struct Connected {
+    link: Link,
+    established: Box<Established>,
+}
+
+impl Connected {
+    /// What was negotiated.
+    pub fn established(&self) -> &Established {
+        &self.established
+    }
+
+    /// Sends `notifies` (e.g. a fresh tag token) in an INFORMATIONAL request and waits for the
+    /// answer.
+    pub async fn send_notifies(&mut self, notifies: Vec<Notify>, timeout: Duration) -> Result<(), ConnectError> {
+        let req = self.link.ini.informational(notifies)?;
+        match self.link.exchange(req, timeout).await? {
+            Progress::Answered(_) => Ok(()),
+            _ => Err(ConnectError::Ike(InitiatorError::Protocol("unexpected answer".into()))),
         }
-        let resend = tokio::time::Instant::now() + o.retransmit;
-        loop {
-            let wait = resend.min(deadline);
-            let n = match tokio::time::timeout_at(wait, sock.recv(&mut buf)).await {
-                Ok(r) => r?,
-                Err(_) if wait == deadline => return Err(ConnectError::Timeout(o.timeout)),
-                Err(_) => break,
-            };
-            let mut d = &buf[..n];
+    }
+}
+
+/// The socket and the initiator.
+struct Link {
+    sock: UdpSocket,
+    ini: Initiator<SystemEntropy, MsChapPeer>,
+    marker: bool,
+    retransmit: Duration,
+    buf: Vec<u8>,
+}
+
+impl Link {
+    /// Sends `first`, then whatever the initiator asks for, resending on silence, until the
+    /// initiator reports a result (established, or an INFORMATIONAL answer).
+    async fn exchange(&mut self, first: Vec<Vec<u8>>, timeout: Duration) -> Result<Progress, ConnectError> {
+        let wrap = |marker: bool, d: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
             if marker {
-                match d.strip_prefix(&[0u8; 4]) {
-                    Some(rest) => d = rest,
-                    None => continue,
-                }
+                d.into_iter().map(|m| [&[0u8; 4][..], &m].concat()).collect()
+            } else {
+                d
             }
-            match ini.handle_datagram(d)? {
-                Progress::Send(next) => {
-                    pending = send(&next);
-                    break;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pending = wrap(self.marker, first);
+        loop {
+            for d in &pending {
+                self.sock.send(d).await?;
+            }
+            let resend = tokio::time::Instant::now() + self.retransmit;
+            loop {
+                let wait = resend.min(deadline);
+                let n = match tokio::time::timeout_at(wait, self.sock.recv(&mut self.buf)).await {
+                    Ok(r) => r?,
+                    Err(_) if wait == deadline => return Err(ConnectError::Timeout(timeout)),
+                    // Silence: resend the request in flight.
+                    Err(_) => break,
+                };
+                let mut d = &self.buf[..n];
+                if self.marker {
+                    match d.strip_prefix(&[0u8; 4]) {
+                        Some(rest) => d = rest,
+                        None => continue,
+                    }
                 }
-                Progress::Established(e) => return Ok(e),
-                Progress::Pending | Progress::Answered(_) => {}
+                match self.ini.handle_datagram(d)? {
+                    Progress::Send(next) => {
+                        pending = wrap(self.marker, next);
+                        break;
+                    }
+                    Progress::Pending => {}
+                    done => return Ok(done),
+                }
             }
         }
-        // Loop: send the new request, or resend the one in flight.
     }
 }

@@ -1,6 +1,8 @@
 //! `dialgate connect`: dialgate's own IKEv2 client. Connects once with EAP-MSCHAPv2 (password,
 //! optionally followed by the token code), optionally sending FortiClient posture data and a tag
-//! token; prints the assigned address and CHILD_SA SPIs, or the refusal and exits 1.
+//! token; prints the assigned address and CHILD_SA SPIs, or the refusal and exits 1. With
+//! `--hold S` it stays up for S seconds and sends the (re-read) token file every
+//! `--token-interval` in an INFORMATIONAL exchange.
 //!
 //! Secrets can come from the environment instead of the command line: `DIALGATE_PASSWORD`,
 //! `DIALGATE_PSK`.
@@ -12,14 +14,25 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use dialgate_controlplane::driver::connect::{connect, ConnectError, ConnectOptions};
 use dialgate_controlplane::driver::suite_name;
-use dialgate_controlplane::posture::client::{ClientData, ZTNA_TAGS_CHECK_FAILURE, ZTNA_TAGS_CHECK_SUCCESS};
+use dialgate_controlplane::posture::client::{
+    ClientData, ZTNA_TAGS_CHECK_FAILURE, ZTNA_TAGS_CHECK_SUCCESS, ZTNA_TAG_TOKEN,
+};
 use dialgate_ike::initiator::InitiatorError;
+use dialgate_ike::message::{Notify, NotifyType};
 use zeroize::Zeroizing;
 
 const USAGE: &str = "usage: dialgate connect --server IP[:PORT] --user U --password P [--code C] [--psk K] \
-[--fct 'UID=..,IP=..,EMSSN=..'] [--token FILE] [--timeout S] [--local IP[:PORT]] [--natt]";
+[--fct 'UID=..,IP=..,EMSSN=..'] [--token FILE] [--timeout S] [--local IP[:PORT]] [--natt] \
+[--hold S [--token-interval S]]";
 
-fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
+struct Args {
+    opts: ConnectOptions,
+    token_file: Option<String>,
+    hold: Option<Duration>,
+    token_interval: Duration,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut server = None;
     let mut local: SocketAddr = ([0, 0, 0, 0], 0).into();
     let mut user = None;
@@ -30,6 +43,13 @@ fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
     let mut token = None;
     let mut timeout = Duration::from_secs(10);
     let mut natt = None;
+    let mut token_file = None;
+    let mut hold = None;
+    let mut token_interval = Duration::from_secs(60);
+    let secs = |v: &str, what: &str| -> anyhow::Result<Duration> {
+        let f: f64 = v.parse().with_context(|| format!("{what}: seconds"))?;
+        Duration::try_from_secs_f64(f).with_context(|| format!("{what}: seconds"))
+    };
     let with_port = |v: &str, port: u16| -> anyhow::Result<SocketAddr> {
         v.parse::<SocketAddr>()
             .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, port)))
@@ -50,15 +70,18 @@ fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
                 let f = val()?;
                 let t = std::fs::read(f).with_context(|| format!("--token {f}"))?;
                 token = Some(t.trim_ascii().to_vec());
+                token_file = Some(f.clone());
             }
             "--natt" => natt = Some(true),
-            "--timeout" => timeout = Duration::from_secs_f64(val()?.parse().context("--timeout: seconds")?),
+            "--timeout" => timeout = secs(val()?, "--timeout")?,
+            "--hold" => hold = Some(secs(val()?, "--hold")?),
+            "--token-interval" => token_interval = secs(val()?, "--token-interval")?,
             other => bail!("unknown argument {other}"),
         }
     }
     let server = server.context("--server is required")?;
     let password = password.context("--password (or DIALGATE_PASSWORD) is required")?;
-    Ok(ConnectOptions {
+    let opts = ConnectOptions {
         server,
         local,
         user: user.context("--user is required")?,
@@ -71,7 +94,8 @@ fn parse(args: &[String]) -> anyhow::Result<ConnectOptions> {
         retransmit: Duration::from_millis(1000),
         // The NAT-T port speaks IKE behind the non-ESP marker.
         natt: natt.unwrap_or(server.port() == 4500),
-    })
+    };
+    Ok(Args { opts, token_file, hold, token_interval })
 }
 
 fn notify_name(ty: u16) -> String {
@@ -88,16 +112,17 @@ fn notify_name(ty: u16) -> String {
 }
 
 pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
-    let opts = match parse(args) {
-        Ok(o) => o,
+    let args = match parse(args) {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("dialgate connect: {e:#}\n{USAGE}");
             return Ok(ExitCode::from(2));
         }
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
-    match rt.block_on(connect(&opts)) {
-        Ok(e) => {
+    match rt.block_on(connect(&args.opts)) {
+        Ok(mut c) => {
+            let e = c.established();
             let addr = e.assigned.map_or("none".to_string(), |a| a.to_string());
             println!(
                 "connected: assigned {addr} ike_spi {:016x}/{:016x} child_sa in_spi={:08x} out_spi={:08x} suite={}{}",
@@ -111,7 +136,35 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
             for n in &e.private_notifies {
                 println!("{}: {}", notify_name(n.ty.0), String::from_utf8_lossy(&n.data));
             }
-            Ok(ExitCode::SUCCESS)
+            let Some(hold) = args.hold else { return Ok(ExitCode::SUCCESS) };
+            // Stay up, re-reading the token file and sending it on every interval.
+            let code = rt.block_on(async {
+                let end = tokio::time::Instant::now() + hold;
+                loop {
+                    let next = (tokio::time::Instant::now() + args.token_interval).min(end);
+                    tokio::time::sleep_until(next).await;
+                    if next >= end {
+                        return ExitCode::SUCCESS;
+                    }
+                    let Some(f) = &args.token_file else { continue };
+                    let token = match std::fs::read(f) {
+                        Ok(t) => t.trim_ascii().to_vec(),
+                        Err(e) => {
+                            println!("token update skipped: {f}: {e}");
+                            continue;
+                        }
+                    };
+                    let n = Notify::new(NotifyType(ZTNA_TAG_TOKEN), token);
+                    match c.send_notifies(vec![n], args.opts.timeout).await {
+                        Ok(()) => println!("token update answered"),
+                        Err(e) => {
+                            println!("token update failed: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+            });
+            Ok(code)
         }
         Err(ConnectError::Ike(InitiatorError::Refused { notify, private })) => {
             println!("refused: {}", notify_name(notify.0));
