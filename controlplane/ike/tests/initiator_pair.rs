@@ -225,3 +225,43 @@ fn token_update_in_informational_after_establishment() {
     let mut fresh = fresh;
     assert!(fresh.informational(vec![]).is_err(), "not before establishment");
 }
+
+proptest::proptest! {
+    /// Whatever the "gateway" sends, in any state, the initiator answers or errs; it never panics.
+    #[test]
+    fn garbage_never_panics(junk in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), 1..6), cut in 0usize..600) {
+        let mut g = gw(1280);
+        let (cp, gp) = paths();
+        let mut c = Initiator::new(client_cfg(PSK, vec![], None), TestRng(9), Peer(PASSWORD.into()), cp, 7).unwrap();
+        let mut out = c.start().unwrap();
+        // Walk a few real steps, feeding junk (and truncated or bit-flipped real replies) at each.
+        for _ in 0..6 {
+            let mut replies = Vec::new();
+            for d in &out {
+                g.handle_datagram(Instant::now(), gp, d);
+                while let Some(t) = g.poll_transmit() {
+                    replies.push(t.payload);
+                }
+            }
+            for j in &junk {
+                let _ = c.handle_datagram(j);
+            }
+            let mut next = None;
+            for r in replies {
+                let _ = c.handle_datagram(&r[..cut.min(r.len())]);
+                let mut flipped = r.clone();
+                if let Some(b) = flipped.get_mut(cut % r.len().max(1)) {
+                    *b ^= 0x40;
+                }
+                let _ = c.handle_datagram(&flipped);
+                if let Ok(Progress::Send(d)) = c.handle_datagram(&r) {
+                    next = Some(d);
+                }
+            }
+            match next {
+                Some(d) => out = d,
+                None => break,
+            }
+        }
+    }
+}
