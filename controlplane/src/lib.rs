@@ -6,3 +6,4 @@ pub mod driver;
 pub mod firewall;
 pub mod gateway;
 pub mod pool;
+pub mod posture;

@@ -800,6 +800,12 @@ object! {
         "jwt-public-key" => jwt_public_key: String = String::new(), Str(255);
         /// Source address for connections to the server.
         "source-ip" => source_ip: Ipv4Addr = IP0, Kw;
+        /// Seconds one request to the server may take; slower counts as unreachable.
+        "call-timeout" => call_timeout: u32 = 30, Int(1, 180);
+        /// Seconds between refreshes of the tag cache.
+        "status-check-interval" => status_check_interval: u32 = 60, Int(1, 180);
+        /// Seconds after the last successful refresh when the cache is stale.
+        "out-of-sync-threshold" => out_of_sync_threshold: u32 = 180, Int(10, 3600);
     }
 }
 

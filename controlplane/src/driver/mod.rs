@@ -11,6 +11,7 @@
 //! the `diagnose debug` stream with the peer's address (tell the log which datagram is being
 //! processed with [`EventLog::set_peer`]).
 
+pub mod connect;
 #[cfg(dpdk)]
 pub mod dpdk;
 pub mod udp;

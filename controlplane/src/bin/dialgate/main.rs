@@ -6,12 +6,14 @@
 use std::process::ExitCode;
 
 mod config;
+mod connect;
 mod diagnose;
 mod esp;
+mod posture;
 mod run;
 
 const USAGE: &str =
-    "usage: dialgate esp seal|open ... | dialgate config check|show FILE ... | dialgate run --config FILE [--listen ADDR] [--tunnel NAME] [--control-socket PATH] | dialgate diagnose COMMAND...";
+    "usage: dialgate esp seal|open ... | dialgate config check|show FILE ... | dialgate run --config FILE [--cores FILE | --listen ADDR] [--tunnel NAME] [--control-socket PATH] | dialgate diagnose COMMAND... | dialgate connect ... | dialgate posture-server --file tags.json";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +23,8 @@ fn main() -> ExitCode {
         Some("config") => config::main(rest),
         Some("run") => run::main(rest),
         Some("diagnose") => diagnose::main(rest),
+        Some("connect") => connect::main(rest),
+        Some("posture-server") => posture::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

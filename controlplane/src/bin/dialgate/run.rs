@@ -27,6 +27,7 @@ use dialgate_controlplane::diagnose::{self, Diag, TunnelInfo};
 use dialgate_controlplane::driver::udp::{self, Sockets};
 use dialgate_controlplane::driver::{EventLog, LogOnlySink};
 use dialgate_controlplane::gateway::Gateway;
+use dialgate_controlplane::posture;
 use dialgate_ike::crypto::SystemEntropy;
 use dialgate_ike::responder::Responder;
 
@@ -73,7 +74,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
     Ok(Some(Args { config, listen, tunnel, ports, cores, control_socket }))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -187,6 +188,11 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut log = EventLog::with_diag(&gw.name, diag);
         let mut responder = Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
+        // Posture (remote-gw-match ztna): the refresher fills the cache the check reads.
+        if let Some(p) = posture::build(&cfg, &gw.name).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))? {
+            tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
+            responder.set_client_check(Box::new(p.check));
+        }
         println!("dialgate: tunnel {} listening on {a} and {b}", gw.name);
         let mut sink = LogOnlySink::default();
         let c = udp::run(&mut responder, &sockets, &mut log, &mut sink, shutdown_signal()).await;
@@ -248,6 +254,11 @@ fn dpdk_main(
     let mut responder =
         Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
     responder.set_spi_source(dp.spi_source());
+    if let Some(p) = posture::build(cfg, &gw.name).map_err(|e| anyhow::anyhow!("{cfg_path}: {e}"))? {
+        let _guard = rt.enter();
+        tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
+        responder.set_client_check(Box::new(p.check));
+    }
     println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
     let path = cfg_path.to_string();
     let reload = move |r: &mut Responder<_, DbVerifier, _>, _: &mut DataPlane| match config::load_file(&path) {
