@@ -190,11 +190,14 @@ fn seed_examples_end_to_end() {
     // The posture API answers with the resolved tag list.
     let ems = start_posture_server(&tags, ems_port);
     let log = dir.join("gateway.log");
+    let sock = dir.join("dialgate.sock");
     let _gw = Proc(
         Command::new(DIALGATE)
             .args(["run", "--config"])
             .arg(&cfg)
             .args(["--listen", "127.0.0.1", "--ports", &format!("{ike},{natt}")])
+            .arg("--control-socket")
+            .arg(&sock)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -211,6 +214,17 @@ fn seed_examples_end_to_end() {
     let g = wait_for(&log, "EMS ZTNA tags check success ZTNA_all_registered_clients", Duration::from_secs(5));
     assert!(g.contains("EMS SN check passed"), "{g}");
     assert!(g.contains(&format!("received FCT-UID : {UID}")), "{g}");
+
+    // diagnose shows the tag's addresses and the endpoint records from the connector cache.
+    let diag = |args: &[&str]| {
+        let o = Command::new(DIALGATE).arg("diagnose").arg("--socket").arg(&sock).args(args).output().unwrap();
+        assert!(o.status.success(), "diagnose {args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let dynamic = diag(&["firewall", "dynamic", "list"]);
+    assert!(dynamic.contains("EMS1_ZTNA_all_registered_clients") && dynamic.contains("172.16.200.242"), "{dynamic}");
+    let shm = diag(&["endpoint", "ec-shm", "list"]);
+    assert!(shm.contains(UID) && shm.contains("172.16.200.242"), "{shm}");
 
     // A second tagged endpoint over UDP 4500 (non-ESP marker), behind the same NAT address.
     let fct2 = format!("UID={UID}1 IP=172.16.200.243 EMSSN={SERIAL}");

@@ -44,6 +44,15 @@ use crate::config::Config;
 /// Lines a stream client may fall behind before lines are dropped for it.
 const STREAM_QUEUE: usize = 4096;
 
+/// Which posture listing `diagnose` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostureList<'a> {
+    /// `firewall dynamic list [TAG]`: tags and their endpoint addresses.
+    DynamicList(Option<&'a str>),
+    /// `endpoint ec-shm list`: the endpoint records.
+    EcShmList,
+}
+
 /// Packet and byte counters of one CHILD_SA, as `stat: rxp=… txp=… rxb=… txb=…` shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SaStats {
@@ -340,6 +349,7 @@ struct State {
     counters: Option<Arc<dyn SaCounterSource>>,
     pushed: HashMap<u32, SaStats>,
     firewall: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    posture: Option<Arc<dyn Fn(PostureList<'_>) -> String + Send + Sync>>,
     ike_created: u64,
     ike_established: u64,
     child_created: u64,
@@ -472,6 +482,17 @@ impl Diag {
     pub fn firewall_policy_list(&self) -> Option<String> {
         let f = self.lock().firewall.clone();
         f.map(|f| f())
+    }
+
+    /// Sets the renderer of the posture listings (`firewall dynamic list`, `endpoint ec-shm list`).
+    pub fn set_posture(&self, f: Arc<dyn Fn(PostureList<'_>) -> String + Send + Sync>) {
+        self.lock().posture = Some(f);
+    }
+
+    /// A posture listing, when a tunnel checks posture.
+    pub fn posture_list(&self, what: PostureList<'_>) -> Option<String> {
+        let f = self.lock().posture.clone();
+        f.map(|f| f(what))
     }
 
     /// Records one responder event (called before the event is consumed by the log or sink).

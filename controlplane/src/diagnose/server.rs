@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{render, AddrFilter, App, Diag};
+use super::{render, AddrFilter, App, Diag, PostureList};
 
 /// Where `dialgate run` listens and `dialgate diagnose` connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/dialgate/dialgate.sock";
@@ -48,6 +48,8 @@ pub const HELP: &str = "commands (after `dialgate diagnose`):
   debug reset
   debug info
   firewall policy list
+  firewall dynamic list [TAG]         (posture tags and their endpoint addresses)
+  endpoint ec-shm list                (posture endpoint records)
   help";
 
 /// A parsed `diagnose` command.
@@ -77,6 +79,10 @@ pub enum Command {
     Info,
     /// `firewall policy list`.
     FirewallPolicyList,
+    /// `firewall dynamic list [TAG]`.
+    DynamicList(Option<String>),
+    /// `endpoint ec-shm list`.
+    EcShmList,
     /// `help`.
     Help,
 }
@@ -167,6 +173,9 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
         ["debug", "reset"] => Ok(Command::Reset),
         ["debug", "info"] => Ok(Command::Info),
         ["firewall", "policy", "list"] => Ok(Command::FirewallPolicyList),
+        ["firewall", "dynamic", "list"] => Ok(Command::DynamicList(None)),
+        ["firewall", "dynamic", "list", tag] => Ok(Command::DynamicList(Some((*tag).to_string()))),
+        ["endpoint", "ec-shm", "list"] => Ok(Command::EcShmList),
         ["help"] | [] => Ok(Command::Help),
         _ => Err(unknown()),
     }
@@ -238,6 +247,14 @@ pub fn execute(diag: &Diag, cmd: &Command) -> Reply {
         Command::FirewallPolicyList => match diag.firewall_policy_list() {
             Some(t) => Reply::Text(t),
             None => Reply::Error("no firewall policy set is loaded".into()),
+        },
+        Command::DynamicList(tag) => match diag.posture_list(PostureList::DynamicList(tag.as_deref())) {
+            Some(t) => Reply::Text(t),
+            None => Reply::Error("no tunnel checks posture (remote-gw-match ztna)".into()),
+        },
+        Command::EcShmList => match diag.posture_list(PostureList::EcShmList) {
+            Some(t) => Reply::Text(t),
+            None => Reply::Error("no tunnel checks posture (remote-gw-match ztna)".into()),
         },
         Command::Help => Reply::Text(format!("{HELP}\n")),
         Command::Enable => {

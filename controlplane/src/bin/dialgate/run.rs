@@ -89,6 +89,20 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// The `interface` of phase1 `name` (printed in the posture listings).
+fn p1_interface(cfg: &config::Config, name: &str) -> String {
+    cfg.phase1(name).map(|p| p.interface.clone()).unwrap_or_default()
+}
+
+/// Lets `diagnose firewall dynamic list` and `endpoint ec-shm list` read the posture cache.
+fn posture_diag(diag: &Diag, cache: &posture::PostureCache, interface: &str) {
+    let (cache, interface) = (cache.clone(), interface.to_string());
+    diag.set_posture(Arc::new(move |what| match what {
+        diagnose::PostureList::DynamicList(tag) => posture::render_dynamic_list(&cache, tag),
+        diagnose::PostureList::EcShmList => posture::render_ec_shm_list(&cache, &interface),
+    }));
+}
+
 /// The `diagnose` handle for `cfg`: its tunnels, its token users, its firewall listing.
 fn diag_for(cfg: &config::Config) -> Diag {
     use dialgate_controlplane::firewall::{self, GroupMap, InterfaceMap};
@@ -191,6 +205,9 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         // Posture (remote-gw-match ztna): the refresher fills the cache the check reads.
         if let Some(p) = posture::build(&cfg, &gw.name).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))? {
             tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
+            if let Some(d) = log.diag() {
+                posture_diag(d, &p.check.cache, &p1_interface(&cfg, &gw.name));
+            }
             responder.set_client_check(Box::new(p.check));
         }
         println!("dialgate: tunnel {} listening on {a} and {b}", gw.name);
@@ -257,6 +274,9 @@ fn dpdk_main(
     if let Some(p) = posture::build(cfg, &gw.name).map_err(|e| anyhow::anyhow!("{cfg_path}: {e}"))? {
         let _guard = rt.enter();
         tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
+        if let Some(d) = log.diag() {
+            posture_diag(d, &p.check.cache, &p1_interface(cfg, &gw.name));
+        }
         responder.set_client_check(Box::new(p.check));
     }
     println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
