@@ -53,6 +53,9 @@ pub enum PostureList<'a> {
     EcShmList,
 }
 
+/// Renders a posture listing (set by the driver of a tunnel that checks posture).
+pub type PostureRenderer = Arc<dyn Fn(PostureList<'_>) -> String + Send + Sync>;
+
 /// Packet and byte counters of one CHILD_SA, as `stat: rxp=… txp=… rxb=… txb=…` shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SaStats {
@@ -349,7 +352,7 @@ struct State {
     counters: Option<Arc<dyn SaCounterSource>>,
     pushed: HashMap<u32, SaStats>,
     firewall: Option<Arc<dyn Fn() -> String + Send + Sync>>,
-    posture: Option<Arc<dyn Fn(PostureList<'_>) -> String + Send + Sync>>,
+    posture: Option<PostureRenderer>,
     ike_created: u64,
     ike_established: u64,
     child_created: u64,
@@ -485,7 +488,7 @@ impl Diag {
     }
 
     /// Sets the renderer of the posture listings (`firewall dynamic list`, `endpoint ec-shm list`).
-    pub fn set_posture(&self, f: Arc<dyn Fn(PostureList<'_>) -> String + Send + Sync>) {
+    pub fn set_posture(&self, f: PostureRenderer) {
         self.lock().posture = Some(f);
     }
 
