@@ -14,11 +14,11 @@ use std::time::Duration;
 use dialgate_ike::crypto::dh::DhGroup;
 use dialgate_ike::message::{DhId, IdType, Identification};
 use dialgate_ike::proposal::{EspOffer, IkeOffer};
-use dialgate_ike::responder::{AuthReject, Config as IkeConfig, MsChapOk, UserVerifier};
+use dialgate_ike::responder::{AuthReject, Config as IkeConfig, Dpd, MsChapOk, UserVerifier};
 use zeroize::Zeroizing;
 
 use crate::auth::UserDb;
-use crate::config::objects::{AssignIpFrom, DnsMode, EapIdentity, Phase1Type};
+use crate::config::objects::{AssignIpFrom, DnsMode, DpdMode, EapIdentity, Phase1Type};
 use crate::config::{Config, Phase1};
 use crate::pool::RangePool;
 
@@ -58,6 +58,8 @@ pub struct Gateway {
     pub pool: RangePool,
     /// The address of the phase1 `interface`, if configured.
     pub interface_ip: Option<Ipv4Addr>,
+    /// Dead-peer detection (`dpd`, `dpd-retryinterval`, `dpd-retrycount`); `None` when disabled.
+    pub dpd: Option<Dpd>,
 }
 
 /// Groups the IKE core implements, in configuration order; unknown ones are skipped (FortiOS's
@@ -168,6 +170,12 @@ impl Gateway {
             verifier: DbVerifier { db: UserDb::from_config(cfg), group: p1.authusrgrp.clone(), tunnel: name },
             pool: RangePool::new(&pool_ranges),
             interface_ip,
+            // on-demand probes only idle peers too: the data plane reports inbound ESP as
+            // liveness, so a peer that sends traffic is never probed.
+            dpd: (p1.dpd != DpdMode::Disable).then(|| Dpd {
+                interval: Duration::from_secs(u64::from(p1.dpd_retryinterval)),
+                retries: p1.dpd_retrycount,
+            }),
         })
     }
 }

@@ -582,6 +582,12 @@ impl Diag {
                 Event::InitialContact { spi, .. } => {
                     entry(s, src, *spi, now);
                 }
+                Event::ChildSaDeleted { ike_spi, inbound_spi, .. } => {
+                    if let Some(e) = s.sas.get_mut(ike_spi) {
+                        e.children.retain(|c| c.inbound_spi != *inbound_spi);
+                    }
+                    s.pushed.remove(inbound_spi);
+                }
                 _ => {}
             }
         }

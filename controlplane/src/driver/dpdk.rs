@@ -462,7 +462,7 @@ impl DataPlane {
         Ok(InstalledSa { inbound_spi: sa.inbound_spi, outbound_spi: sa.outbound_spi, vip, rx, out, tx_base: (0, 0) })
     }
 
-    fn remove_child(&mut self, s: &InstalledSa) {
+    fn retire_child(&mut self, s: &InstalledSa) {
         // The SPI is freed when the worker hands the entry back (`InboundRetired`).
         let _ = self.control.delete_inbound(s.inbound_spi);
         // After a rekey the slot already holds the successor: only remove our own SA. This
@@ -541,10 +541,18 @@ impl SaSink for DataPlane {
         }
     }
 
+    fn remove_child(&mut self, ike_spi: u64, inbound_spi: u32) {
+        let Some(v) = self.sas.get_mut(&ike_spi) else { return };
+        let Some(i) = v.iter().position(|s| s.inbound_spi == inbound_spi) else { return };
+        let s = v.remove(i);
+        println!("{}", self.traffic_line(&s, "removed"));
+        self.retire_child(&s);
+    }
+
     fn remove_ike_sa(&mut self, ike_spi: u64) {
         for s in self.sas.remove(&ike_spi).unwrap_or_default() {
             println!("{}", self.traffic_line(&s, "removed"));
-            self.remove_child(&s);
+            self.retire_child(&s);
         }
     }
 }
@@ -569,6 +577,7 @@ pub async fn run<R, V, P>(
     log: &mut EventLog,
     shutdown: impl Future<Output = ()>,
     mut reload: impl FnMut(&mut Responder<R, V, P>, &mut DataPlane),
+    mut deletes: Option<tokio::sync::mpsc::UnboundedReceiver<(u64, String)>>,
 ) -> Counters
 where
     R: Entropy,
@@ -586,6 +595,10 @@ where
             () = &mut shutdown => break,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 reload(responder, dp);
+            }
+            Some((spi, why)) = super::next_delete(&mut deletes) => {
+                log.line(None, &format!("deleting IKE SA {spi:016x}: {why}"));
+                responder.delete_ike_sa(spi, Instant::now());
             }
             _ = tick.tick() => {}
         }
@@ -613,6 +626,13 @@ where
         if now.duration_since(last_stats) >= Duration::from_secs(1) {
             last_stats = now;
             publish(responder, dp, log);
+            // ESP the workers opened is a sign of life: DPD need not probe those peers.
+            let spis: Vec<u64> = dp.sas.keys().copied().collect();
+            for spi in spis {
+                if let Some(age) = dp.last_inbound(spi) {
+                    responder.peer_alive(spi, now.checked_sub(age).unwrap_or(now));
+                }
+            }
         }
         dp.control.outbound.reclaim();
     }

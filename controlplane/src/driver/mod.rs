@@ -33,6 +33,19 @@ pub trait SaSink {
     fn install(&mut self, sa: ChildSa);
     /// Removes every CHILD_SA of IKE SA `ike_spi`.
     fn remove_ike_sa(&mut self, ike_spi: u64);
+    /// Removes one CHILD_SA (the peer deleted it, e.g. after a rekey).
+    fn remove_child(&mut self, _ike_spi: u64, _inbound_spi: u32) {}
+}
+
+/// The next IKE SA the control plane wants deleted (posture loss), or never when there is no
+/// such channel.
+pub async fn next_delete(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<(u64, String)>>,
+) -> Option<(u64, String)> {
+    match rx.as_mut() {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A sink for hosts without a data plane: it only counts (the keys are dropped, hence zeroized).
@@ -268,10 +281,18 @@ impl EventLog {
                 let why = match reason {
                     CloseReason::NegotiationTimeout => "negotiation timeout",
                     CloseReason::AuthFailed => "authentication failed",
+                    CloseReason::Deleted => "deleted",
+                    CloseReason::DeadPeer => "dead peer (DPD)",
+                    CloseReason::Replaced => "replaced by a new SA of the same peer (INITIAL_CONTACT)",
                 };
                 out(format!("{p}IKE SA closed: {why}"));
                 sink.remove_ike_sa(spi);
                 self.serials.remove(&spi);
+            }
+            Event::ChildSaDeleted { ike_spi, inbound_spi, outbound_spi } => {
+                let p = self.prefix(Some(ike_spi));
+                out(format!("{p}delete child SA: in_spi={inbound_spi:08x} out_spi={outbound_spi:08x}"));
+                sink.remove_child(ike_spi, inbound_spi);
             }
             other => {
                 let _ = writeln!(std::io::stderr(), "ike V=root:0:{}: event {other:?}", self.tunnel);

@@ -140,6 +140,7 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
     log: &mut EventLog,
     sink: &mut dyn SaSink,
     shutdown: impl Future<Output = ()>,
+    mut deletes: Option<tokio::sync::mpsc::UnboundedReceiver<(u64, String)>>,
 ) -> io::Result<Counters> {
     let (ike_addr, natt_addr) = sockets.local_addrs()?;
     let local_ike = SocketAddr::new(sockets.local_ip, ike_addr.port());
@@ -189,6 +190,11 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
             () = timer => {
                 log.set_peer(None);
                 responder.handle_timeout(Instant::now());
+            }
+            Some((spi, why)) = super::next_delete(&mut deletes) => {
+                log.set_peer(None);
+                log.line(None, &format!("deleting IKE SA {spi:016x}: {why}"));
+                responder.delete_ike_sa(spi, Instant::now());
             }
         }
         flush(responder, sockets, natt_addr.port(), log, sink, &mut counters).await;
@@ -289,7 +295,7 @@ mod tests {
                 // Nothing answers those; give the driver time to count them.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
-            let counters = run(&mut r, &sockets, &mut log, &mut sink, client).await.unwrap();
+            let counters = run(&mut r, &sockets, &mut log, &mut sink, client, None).await.unwrap();
             assert_eq!(counters.ike_rx, 2);
             assert_eq!(counters.ike_tx, 2);
             assert_eq!(counters.keepalives, 1);

@@ -120,9 +120,10 @@ pub(super) fn handle<R: Entropy, V: UserVerifier, P: AddressPool>(
     // RFC 7296 §2.23: after NAT detection, reply to where the last authenticated request came from.
     sa.path = path;
     sa.expected_mid = sa.expected_mid.wrapping_add(1);
+    sa.last_seen = now;
     if hdr.exchange == ExchangeType::INFORMATIONAL {
-        // Liveness checks and deletes are answered with an empty INFORMATIONAL response.
-        push_response(ctx, sa, &hdr, vec![]);
+        let resp = super::info::request(ctx, sa, payloads);
+        push_response(ctx, sa, &hdr, resp);
         return;
     }
     if hdr.exchange != ExchangeType::IKE_AUTH {
@@ -373,6 +374,7 @@ fn establish<R: Entropy, V, P: AddressPool>(
     resp: &mut Vec<Payload>,
 ) -> Phase {
     let peer_id = user.clone().unwrap_or_else(|| child.idi.to_string());
+    sa.peer_id = Some(peer_id.clone());
     let now_unix = ctx.now_unix(now);
     if let Some(check) = ctx.client_check.as_mut() {
         let info = ClientInfo {
@@ -405,6 +407,7 @@ fn establish<R: Entropy, V, P: AddressPool>(
     }
     if child.initial_contact {
         ctx.events.push_back(Event::InitialContact { spi: sa.spi_r, peer_id: peer_id.clone() });
+        sa.initial_contact = true;
     }
     // CP (RFC 7296 §2.19): assign an address when asked.
     let mut assigned = None;
@@ -490,6 +493,7 @@ fn establish<R: Entropy, V, P: AddressPool>(
     resp.push(Payload::Sa(choice.sa));
     resp.push(Payload::TsI(TsPayload { selectors: tsi.clone() }));
     resp.push(Payload::TsR(TsPayload { selectors: tsr.clone() }));
+    sa.children.push((inbound_spi, choice.peer_spi));
     ctx.events.push_back(Event::InstallChildSa(ChildSa {
         ike_spi: sa.spi_r,
         inbound_spi,

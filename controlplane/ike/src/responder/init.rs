@@ -209,5 +209,12 @@ pub(super) fn handle<R: Entropy, V, P>(
         phase: Phase::Init,
         eap_id: 0,
         assigned: None,
+        children: Vec::new(),
+        peer_id: None,
+        initial_contact: false,
+        last_seen: now,
+        our_mid: 0,
+        pending: None,
+        close: None,
     })
 }

@@ -31,7 +31,10 @@
 //! answered in one round trip.
 
 mod auth;
+mod info;
 mod init;
+
+pub use info::Dpd;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -243,6 +246,12 @@ pub enum CloseReason {
     NegotiationTimeout,
     /// Authentication failed.
     AuthFailed,
+    /// The peer deleted it (INFORMATIONAL DELETE), or the control plane did.
+    Deleted,
+    /// Dead-peer detection got no answer.
+    DeadPeer,
+    /// The same identity connected again with INITIAL_CONTACT (RFC 7296 §2.4).
+    Replaced,
 }
 
 /// Something the driver or the control plane must act on.
@@ -270,6 +279,15 @@ pub enum Event {
         spi: u64,
         /// The peer's identity (EAP user when known, else IDi).
         peer_id: String,
+    },
+    /// The peer deleted one CHILD_SA (INFORMATIONAL DELETE): remove it from the data plane.
+    ChildSaDeleted {
+        /// Our SPI of the IKE SA.
+        ike_spi: u64,
+        /// Our (inbound) SPI.
+        inbound_spi: u32,
+        /// The peer's (outbound) SPI.
+        outbound_spi: u32,
     },
     /// A user failed to authenticate.
     AuthFailed {
@@ -351,6 +369,20 @@ pub(crate) struct IkeSa {
     pub(crate) phase: Phase,
     pub(crate) eap_id: u8,
     pub(crate) assigned: Option<Ipv4Addr>,
+    /// CHILD_SAs as (inbound, outbound) SPIs.
+    pub(crate) children: Vec<(u32, u32)>,
+    /// The authenticated identity (EAP user, else IDi), for INITIAL_CONTACT.
+    pub(crate) peer_id: Option<String>,
+    /// The establishing message carried INITIAL_CONTACT (handled once, then cleared).
+    pub(crate) initial_contact: bool,
+    /// Last sign of life: an authenticated message or ESP reported by the driver.
+    pub(crate) last_seen: Instant,
+    /// Message ID of our next request (§2.2).
+    pub(crate) our_mid: u32,
+    /// A request of ours waiting for its response.
+    pub(crate) pending: Option<info::Pending>,
+    /// Set when the SA must go after the current message is answered.
+    pub(crate) close: Option<CloseReason>,
 }
 
 impl IkeSa {
@@ -372,6 +404,7 @@ pub(crate) struct Ctx<R, V, P> {
     pub(crate) anchor: (Instant, u64),
     pub(crate) spis: Option<Box<dyn SpiSource>>,
     pub(crate) client_check: Option<Box<dyn ClientCheck>>,
+    pub(crate) dpd: Option<Dpd>,
 }
 
 impl<R, V, P> Ctx<R, V, P> {
@@ -418,6 +451,7 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
                 anchor: (now, unix_now),
                 spis: None,
                 client_check: None,
+                dpd: None,
             },
             sas: HashMap::new(),
             by_initiator: HashMap::new(),
@@ -430,10 +464,33 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
             self.ctx.stats.malformed += 1;
             return;
         };
-        if header.is_response() || header.major() != 2 {
-            // We never send requests yet, so responses are unexpected; other majors are dropped
-            // (an INVALID_MAJOR_VERSION answer is optional, RFC 7296 §2.5).
+        if header.major() != 2 {
+            // An INVALID_MAJOR_VERSION answer is optional (RFC 7296 §2.5).
             self.ctx.stats.unexpected += 1;
+            return;
+        }
+        if header.is_response() {
+            // Only the answers to our own INFORMATIONAL requests are expected.
+            let ok = match self.sas.get_mut(&header.spi_r) {
+                Some(sa) if sa.spi_i == header.spi_i && matches!(sa.phase, Phase::Established) => {
+                    match sa.inbound.open(bytes) {
+                        Ok(crate::sk::Opened::Complete(h, _)) if info::response(sa, h.message_id) => {
+                            sa.last_seen = now;
+                            sa.path = path;
+                            true
+                        }
+                        Err(crate::error::Error::IntegrityFailed) => {
+                            self.ctx.stats.integrity_failed += 1;
+                            return;
+                        }
+                        _ => false,
+                    }
+                }
+                _ => false,
+            };
+            if !ok {
+                self.ctx.stats.unexpected += 1;
+            }
             return;
         }
         if header.exchange == ExchangeType::IKE_SA_INIT && header.spi_r == 0 {
@@ -446,14 +503,92 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
             }
             return;
         }
-        match self.sas.get_mut(&header.spi_r) {
-            Some(sa) if sa.spi_i == header.spi_i => auth::handle(&mut self.ctx, sa, now, path, bytes, &header),
-            _ => self.ctx.stats.unexpected += 1,
+        let (close, contact) = match self.sas.get_mut(&header.spi_r) {
+            Some(sa) if sa.spi_i == header.spi_i => {
+                auth::handle(&mut self.ctx, sa, now, path, bytes, &header);
+                let contact = std::mem::take(&mut sa.initial_contact).then(|| sa.peer_id.clone()).flatten();
+                (sa.close, contact)
+            }
+            _ => {
+                self.ctx.stats.unexpected += 1;
+                return;
+            }
+        };
+        if let Some(reason) = close {
+            self.remove_sa(header.spi_r, reason);
+        }
+        if let Some(id) = contact {
+            // RFC 7296 §2.4: the peer has no other SA with us; older ones for this identity go.
+            let old: Vec<u64> = self
+                .sas
+                .values()
+                .filter(|s| s.spi_r != header.spi_r && matches!(s.phase, Phase::Established))
+                .filter(|s| s.peer_id.as_deref() == Some(id.as_str()))
+                .map(|s| s.spi_r)
+                .collect();
+            for spi in old {
+                self.ctx.debug(Some(spi), format!("INITIAL_CONTACT from {id}: deleting this older IKE SA"));
+                self.remove_sa(spi, CloseReason::Replaced);
+            }
         }
     }
 
-    /// Removes negotiations whose `negotiate-timeout` has passed.
+    /// Removes an IKE SA: its address goes back to the pool, the driver hears `IkeSaClosed`.
+    fn remove_sa(&mut self, spi: u64, reason: CloseReason) {
+        if let Some(sa) = self.sas.remove(&spi) {
+            self.by_initiator.remove(&(sa.spi_i, sa.path.remote));
+            self.by_initiator.retain(|_, v| *v != spi);
+            if let Some(a) = sa.assigned {
+                self.ctx.pool.release(a);
+            }
+            self.ctx.events.push_back(Event::IkeSaClosed { spi, reason });
+        }
+    }
+
+    /// Sets dead-peer detection (`None`: off).
+    pub fn set_dpd(&mut self, dpd: Option<Dpd>) {
+        self.ctx.dpd = dpd;
+    }
+
+    /// The driver saw valid ESP for IKE SA `spi` at `now`: the peer is alive, no probe needed.
+    pub fn peer_alive(&mut self, spi: u64, now: Instant) {
+        if let Some(sa) = self.sas.get_mut(&spi) {
+            if now > sa.last_seen {
+                sa.last_seen = now;
+            }
+        }
+    }
+
+    /// Deletes an established IKE SA (administrator, posture loss): the peer gets an
+    /// INFORMATIONAL DELETE, the address returns to the pool. Returns whether it existed.
+    pub fn delete_ike_sa(&mut self, spi: u64, _now: Instant) -> bool {
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        if matches!(sa.phase, Phase::Established) {
+            info::send_delete(&mut self.ctx, sa);
+        }
+        self.ctx.debug(Some(spi), "deleting IKE SA".to_string());
+        self.remove_sa(spi, CloseReason::Deleted);
+        true
+    }
+
+    /// Our SPIs of the established IKE SAs.
+    pub fn established_spis(&self) -> Vec<u64> {
+        self.sas.values().filter(|s| matches!(s.phase, Phase::Established)).map(|s| s.spi_r).collect()
+    }
+
+    /// Removes negotiations whose `negotiate-timeout` has passed, and runs dead-peer detection.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(dpd) = self.ctx.dpd {
+            let mut dead = Vec::new();
+            for sa in self.sas.values_mut().filter(|s| matches!(s.phase, Phase::Established)) {
+                if info::next_timer(sa, dpd) <= now && info::on_timer(&mut self.ctx, sa, now, dpd) {
+                    dead.push(sa.spi_r);
+                }
+            }
+            for spi in dead {
+                self.remove_sa(spi, CloseReason::DeadPeer);
+            }
+        }
         let expired: Vec<u64> =
             self.sas.values().filter(|s| s.deadline.is_some_and(|d| d <= now)).map(|s| s.spi_r).collect();
         for spi in expired {
@@ -488,7 +623,11 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
 
     /// When [`Responder::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(|s| s.deadline).min()
+        let negotiations = self.sas.values().filter_map(|s| s.deadline);
+        let dpd = self.ctx.dpd.into_iter().flat_map(|d| {
+            self.sas.values().filter(|s| matches!(s.phase, Phase::Established)).map(move |s| info::next_timer(s, d))
+        });
+        negotiations.chain(dpd).min()
     }
 
     /// Drop and retransmission counters.

@@ -203,7 +203,10 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         let mut log = EventLog::with_diag(&gw.name, diag);
         let mut responder = Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
         // Posture (remote-gw-match ztna): the refresher fills the cache the check reads.
+        responder.set_dpd(gw.dpd);
+        let mut deletes = None;
         if let Some(p) = posture::build(&cfg, &gw.name).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))? {
+            deletes = Some(p.lost);
             tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
             if let Some(d) = log.diag() {
                 posture_diag(d, &p.check.cache, &p1_interface(&cfg, &gw.name));
@@ -212,7 +215,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         }
         println!("dialgate: tunnel {} listening on {a} and {b}", gw.name);
         let mut sink = LogOnlySink::default();
-        let c = udp::run(&mut responder, &sockets, &mut log, &mut sink, shutdown_signal()).await;
+        let c = udp::run(&mut responder, &sockets, &mut log, &mut sink, shutdown_signal(), deletes).await;
         let _ = stop_control.send(());
         if let Some(t) = control {
             let _ = t.await;
@@ -271,7 +274,10 @@ fn dpdk_main(
     let mut responder =
         Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
     responder.set_spi_source(dp.spi_source());
+    responder.set_dpd(gw.dpd);
+    let mut deletes = None;
     if let Some(p) = posture::build(cfg, &gw.name).map_err(|e| anyhow::anyhow!("{cfg_path}: {e}"))? {
+        deletes = Some(p.lost);
         let _guard = rt.enter();
         tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
         if let Some(d) = log.diag() {
@@ -294,7 +300,7 @@ fn dpdk_main(
             println!("dialgate: {path} has {} error(s); the running configuration is unchanged", errs.len());
         }
     };
-    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal(), reload));
+    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal(), reload, deletes));
     let _ = stop_control.send(());
     if let Some(t) = control {
         let _ = rt.block_on(t);
