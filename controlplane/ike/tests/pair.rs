@@ -14,7 +14,7 @@ use dialgate_ike::crypto::dh::DhGroup;
 use dialgate_ike::eap::{self, MsChapV2};
 use dialgate_ike::message::*;
 use dialgate_ike::proposal::{EspOffer, IkeOffer};
-use dialgate_ike::responder::{CloseReason, Config, Event, Path, Responder};
+use dialgate_ike::responder::{CloseReason, Config, Dpd, Event, Path, Responder};
 use proptest::prelude::*;
 use zeroize::Zeroizing;
 
@@ -568,4 +568,141 @@ fn spi_source_and_client_check_hooks() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0], format!("{USER}:{UNIX0}:TAG=good"), "only private notifies, with user and time");
+}
+
+/// A logged-in client: its initiator, path, assigned address and CHILD_SA SPIs (ours, its).
+fn logged_in(sim: &mut Sim, seed: u64, port: u16) -> (Initiator, Path, Ipv4Addr, u32, u32, u64) {
+    let p = path(port, 4500);
+    let mut c = client(seed, p);
+    init(sim, &mut c, p, false);
+    let pl = eap_login(sim, &mut c, p, PASSWORD);
+    let cp = find(&pl, |x| if let Payload::Cp(c) = x { Some(c.clone()) } else { None }).unwrap();
+    let (mut ours, mut theirs, mut ike) = (0, 0, 0);
+    for e in sim.events() {
+        if let Event::InstallChildSa(sa) = e {
+            (ours, theirs, ike) = (sa.inbound_spi, sa.outbound_spi, sa.ike_spi);
+        }
+    }
+    assert_ne!(ours, 0, "no CHILD_SA installed");
+    (c, p, ipv4(&cp.attributes[0].value), ours, theirs, ike)
+}
+
+/// ```text
+/// HDR, SK {D(ESP, their SPI)} -->  <-- HDR, SK {D(ESP, our SPI)}       (RFC 7296 §1.4.1)
+/// HDR, SK {D(IKE)}            -->  <-- HDR, SK {}
+/// ```
+/// The CHILD_SA delete is answered with our SPI and reported; the IKE SA delete removes the SA
+/// and returns its address to the pool (the next client gets it).
+#[test]
+fn informational_deletes_child_and_ike_sa() {
+    let mut sim = Sim::new(config(100, 1280));
+    let (mut c, p, addr, ours, theirs, ike) = logged_in(&mut sim, 31, 4500);
+    // Liveness check: an empty request gets an empty response.
+    let r = sim.send_all(p, &c.request(ExchangeType::INFORMATIONAL, vec![]));
+    let (h, pl) = c.open(&r);
+    assert!(h.is_response() && pl.is_empty());
+
+    let del = DeletePayload { protocol: ProtocolId::ESP, spi_size: 4, spis: vec![theirs.to_be_bytes().to_vec()] };
+    let r = sim.send_all(p, &c.request(ExchangeType::INFORMATIONAL, vec![Payload::Delete(del)]));
+    let (_, pl) = c.open(&r);
+    let d = find(&pl, |x| if let Payload::Delete(d) = x { Some(d.clone()) } else { None }).expect("our delete");
+    assert_eq!((d.protocol, d.spis), (ProtocolId::ESP, vec![ours.to_be_bytes().to_vec()]));
+    let ev = sim.events();
+    assert!(ev.iter().any(|e| matches!(e, Event::ChildSaDeleted { ike_spi, inbound_spi, outbound_spi }
+        if *ike_spi == ike && *inbound_spi == ours && *outbound_spi == theirs)));
+    assert_eq!(sim.gw.established_count(), 1, "a CHILD_SA delete keeps the IKE SA");
+
+    let del = DeletePayload { protocol: ProtocolId::IKE, spi_size: 0, spis: vec![] };
+    let r = sim.send_all(p, &c.request(ExchangeType::INFORMATIONAL, vec![Payload::Delete(del)]));
+    let (h, pl) = c.open(&r);
+    assert!(h.is_response() && pl.is_empty(), "§1.4.1: empty response to an IKE SA delete");
+    let ev = sim.events();
+    assert!(ev.iter().any(|e| matches!(e, Event::IkeSaClosed { spi, reason: CloseReason::Deleted } if *spi == ike)));
+    assert_eq!(sim.gw.ike_sa_count(), 0);
+    let (_, _, again, ..) = logged_in(&mut sim, 32, 4501);
+    assert_eq!(again, addr, "the address went back to the pool");
+}
+
+/// Dead-peer detection: an idle peer is probed with an empty INFORMATIONAL request of ours
+/// (message ID 0, no I flag); an answer keeps the SA; ESP reported by the driver postpones the
+/// probe; a peer that never answers is removed after the retries and its address reused.
+#[test]
+fn dpd_probes_idle_peers_and_removes_dead_ones() {
+    let mut sim = Sim::new(config(100, 1280));
+    sim.gw.set_dpd(Some(Dpd { interval: Duration::from_secs(10), retries: 2 }));
+    let (mut c, p, addr, _, _, ike) = logged_in(&mut sim, 41, 4500);
+
+    // ESP keeps it alive: no probe while the driver reports traffic.
+    for _ in 0..3 {
+        sim.now += Duration::from_secs(6);
+        let now = sim.now;
+        sim.gw.peer_alive(ike, now);
+        sim.advance(Duration::ZERO);
+        assert!(sim.gw.poll_transmit().is_none(), "probed a peer that sends ESP");
+    }
+    // Idle for the interval: a probe, which the client answers.
+    sim.advance(Duration::from_secs(10));
+    let probe = sim.gw.poll_transmit().expect("DPD probe");
+    let (h, pl) = c.open(std::slice::from_ref(&probe.payload));
+    assert_eq!(
+        (h.exchange, h.is_response(), h.flags & FLAG_INITIATOR, h.message_id),
+        (ExchangeType::INFORMATIONAL, false, 0, 0)
+    );
+    assert!(pl.is_empty());
+    let ans = c.respond(ExchangeType::INFORMATIONAL, h.message_id, vec![]);
+    assert!(sim.send_all(p, &ans).is_empty(), "a response is not answered");
+    assert_eq!(sim.gw.established_count(), 1);
+
+    // Silent from now on: probe, two retransmissions of the same datagram, then removal.
+    sim.advance(Duration::from_secs(10));
+    let first = sim.gw.poll_transmit().expect("second probe").payload;
+    let (h, _) = c.open(std::slice::from_ref(&first));
+    assert_eq!(h.message_id, 1, "our message IDs count up (§2.2)");
+    let mut retx = 0;
+    for _ in 0..10 {
+        sim.advance(Duration::from_secs(10));
+        while let Some(t) = sim.gw.poll_transmit() {
+            assert_eq!(t.payload, first, "retransmissions repeat the request");
+            retx += 1;
+        }
+    }
+    assert_eq!(retx, 2);
+    let ev = sim.events();
+    assert!(ev.iter().any(|e| matches!(e, Event::IkeSaClosed { spi, reason: CloseReason::DeadPeer } if *spi == ike)));
+    assert_eq!(sim.gw.ike_sa_count(), 0);
+    let (_, _, again, ..) = logged_in(&mut sim, 42, 4501);
+    assert_eq!(again, addr, "the dead peer's address is reused");
+}
+
+/// INITIAL_CONTACT (RFC 7296 §2.4): the same user logging in again with it replaces the older
+/// IKE SA; `delete_ike_sa` sends the peer a DELETE and frees the address.
+#[test]
+fn initial_contact_replaces_and_admin_delete() {
+    let mut sim = Sim::new(config(100, 1280));
+    let (_, _, a1, _, _, ike1) = logged_in(&mut sim, 51, 4500);
+    // The same user again, from another port, with INITIAL_CONTACT (the test client sends it).
+    let p2 = path(4501, 4500);
+    let mut c2 = client(52, p2);
+    init(&mut sim, &mut c2, p2, false);
+    eap_login(&mut sim, &mut c2, p2, PASSWORD);
+    let ev = sim.events();
+    assert!(ev.iter().any(|e| matches!(e, Event::InitialContact { .. })));
+    assert!(ev.iter().any(|e| matches!(e, Event::IkeSaClosed { spi, reason: CloseReason::Replaced } if *spi == ike1)));
+    let ike2 = sim.gw.established_spis();
+    assert_eq!(ike2.len(), 1, "only the new SA is left");
+    assert_ne!(ike2[0], ike1);
+    let (_, _, a3, ..) = logged_in(&mut sim, 53, 4502);
+    assert_eq!(a3, a1, "the replaced SA's address was returned");
+
+    // The control plane deletes an SA: the peer is told (an INFORMATIONAL DELETE it can open),
+    // the SA and its address go.
+    let spi = sim.gw.established_spis()[0];
+    let now = sim.now;
+    assert!(sim.gw.delete_ike_sa(spi, now));
+    let ev = sim.events();
+    assert!(ev.iter().any(|e| matches!(e, Event::IkeSaClosed { reason: CloseReason::Deleted, .. })));
+    assert_eq!(sim.gw.ike_sa_count(), 0);
+    assert!(!sim.gw.delete_ike_sa(spi, now), "already gone");
+    let sent: Vec<Vec<u8>> = std::iter::from_fn(|| sim.gw.poll_transmit()).map(|t| t.payload).collect();
+    assert_eq!(sent.len(), 1, "one DELETE to the peer");
 }

@@ -155,6 +155,13 @@ impl Initiator {
         self.out.as_ref().unwrap().seal(&h, &payloads, frag, &mut self.rng).unwrap()
     }
 
+    /// Our response to the gateway's request `mid` (e.g. a DPD probe).
+    pub fn respond(&mut self, exchange: ExchangeType, mid: u32, payloads: Vec<Payload>) -> Vec<Vec<u8>> {
+        let mut h = self.header(exchange, mid);
+        h.flags |= FLAG_RESPONSE;
+        self.out.as_ref().unwrap().seal(&h, &payloads, None, &mut self.rng).unwrap()
+    }
+
     /// Opens response datagrams (one SK or several SKF) into payloads.
     pub fn open(&mut self, dgrams: &[Vec<u8>]) -> (Header, Vec<Payload>) {
         for d in dgrams {
