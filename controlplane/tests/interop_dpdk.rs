@@ -144,8 +144,12 @@ impl Lab {
     }
 
     fn start_gateway(&mut self) {
+        self.start_gateway_with(&gateway_config());
+    }
+
+    fn start_gateway_with(&mut self, text: &str) {
         let conf = self.dir.join("gw.conf");
-        fs::write(&conf, gateway_config()).expect("write gw.conf");
+        fs::write(&conf, text).expect("write gw.conf");
         let out = fs::File::create(self.dir.join("gw.out")).expect("gw.out");
         let err = fs::File::create(self.dir.join("gw.err")).expect("gw.err");
         let child = Command::new("ip")
@@ -303,6 +307,21 @@ secrets {{
             .unwrap_or_else(|| panic!("no ping summary: {out}"))
     }
 
+    /// Kills client `c`'s charon without a DELETE (a laptop that lost its network).
+    fn kill_client(&self, c: usize) {
+        let pid = fs::read_to_string(self.clients[c].1.join("charon.pid")).expect("charon.pid");
+        must(&["kill", "-KILL", pid.trim()]);
+    }
+
+    /// Waits until the gateway's stdout contains `what` `n` times.
+    fn wait_out(&self, what: &str, n: usize, limit: Duration) {
+        let end = Instant::now() + limit;
+        while self.gw_out().matches(what).count() < n {
+            assert!(Instant::now() < end, "no {what:?} within {limit:?}:\n{}\n{}", self.gw_out(), self.gw_err());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn stop_gateway(&mut self) -> String {
         if let Some(mut gw) = self.gw.take() {
             let _ = Command::new("kill").args(["-TERM", &gw.id().to_string()]).status();
@@ -417,4 +436,43 @@ fn sighup_reload_keeps_the_running_config_on_errors() {
     lab.initiate(b);
     assert_eq!(lab.ping(b, 3, "0.1"), 3);
     assert_eq!(lab.stop_gateway().matches("install child SA:").count(), 2);
+}
+
+/// A client that leaves with a DELETE and one that vanishes (charon killed): the first SA goes
+/// at once, the second when dead-peer detection gives up; both leave the data plane and return
+/// their addresses, which the next client gets again.
+#[test]
+fn delete_and_dead_peer_leave_the_data_plane() {
+    let mut lab = lab_or_skip!("dpd");
+    // Probe after 2 s idle, give up after one retransmission.
+    let text = gateway_config().replace(
+        "        set negotiate-timeout 50\n",
+        "        set negotiate-timeout 50\n        set dpd on-idle\n        set dpd-retryinterval 2\n        set dpd-retrycount 1\n",
+    );
+    assert!(text.contains("dpd-retrycount 1"), "config shape changed");
+    lab.start_gateway_with(&text);
+    let a = lab.add_client(USER2, PASSWORD2);
+    lab.initiate(a);
+    let va = lab.vip(a);
+    assert_eq!(lab.ping(a, 3, "0.1"), 3);
+    let (ok, out) = lab.swanctl(a, &["--terminate", "--ike", "dialgate", "--timeout", "5"]);
+    assert!(ok, "{out}");
+    lab.wait_out("IKE SA closed: deleted", 1, Duration::from_secs(5));
+    lab.wait_out(" removed, stat: rxp=3 txp=3", 1, Duration::from_secs(5));
+
+    // Again (same address), then the client vanishes.
+    lab.initiate(a);
+    assert_eq!(lab.vip(a), va, "the deleted SA's address was reused");
+    assert_eq!(lab.ping(a, 3, "0.1"), 3);
+    lab.kill_client(a);
+    let started = Instant::now();
+    lab.wait_out("IKE SA closed: dead peer (DPD)", 1, Duration::from_secs(20));
+    assert!(started.elapsed() >= Duration::from_secs(2), "removed before a probe could be answered");
+    lab.wait_out(" removed, stat:", 2, Duration::from_secs(5));
+    assert!(lab.gw_err().contains("sending DPD probe"), "{}", lab.gw_err());
+
+    let b = lab.add_client(USER2, PASSWORD2);
+    lab.initiate(b);
+    assert_eq!(lab.vip(b), va, "the dead peer's address was reused");
+    assert_eq!(lab.ping(b, 3, "0.1"), 3);
 }
