@@ -379,6 +379,10 @@ impl EspOffer {
                 if let Some(i) = s.integ {
                     transforms.push(Transform::new(TransformType::INTEG, i.id().0));
                 }
+                // PFS groups for CREATE_CHILD_SA (IKE_AUTH ignores them, RFC 7296 §1.2).
+                for g in &self.pfs_groups {
+                    transforms.push(Transform::new(TransformType::DH, g.id().0));
+                }
                 transforms.push(Transform::new(TransformType::ESN, 0));
                 Proposal { number: n as u8 + 1, protocol: ProtocolId::ESP, spi: spi.to_be_bytes().to_vec(), transforms }
             })

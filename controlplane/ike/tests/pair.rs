@@ -11,10 +11,14 @@ use std::time::{Duration, Instant};
 use common::initiator::{eap_of, find, ipv4, notify_of, Initiator};
 use common::{TestPool, TestRng, TestUsers};
 use dialgate_ike::crypto::dh::DhGroup;
+use dialgate_ike::crypto::dh::DhPrivate;
 use dialgate_ike::eap::{self, MsChapV2};
+use dialgate_ike::keymat::{child_keymat, rekey_skeyseed, IkeKeys};
 use dialgate_ike::message::*;
+use dialgate_ike::proposal::esp_key_lengths;
 use dialgate_ike::proposal::{EspOffer, IkeOffer};
 use dialgate_ike::responder::{CloseReason, Config, Dpd, Event, Path, Responder};
+use dialgate_ike::sk::SkCipher;
 use proptest::prelude::*;
 use zeroize::Zeroizing;
 
@@ -705,4 +709,154 @@ fn initial_contact_replaces_and_admin_delete() {
     assert!(!sim.gw.delete_ike_sa(spi, now), "already gone");
     let sent: Vec<Vec<u8>> = std::iter::from_fn(|| sim.gw.poll_transmit()).map(|t| t.payload).collect();
     assert_eq!(sent.len(), 1, "one DELETE to the peer");
+}
+
+/// The InstallChildSa events drained from `sim`.
+fn installs(sim: &mut Sim) -> Vec<dialgate_ike::responder::ChildSa> {
+    sim.events().into_iter().filter_map(|e| if let Event::InstallChildSa(sa) = e { Some(sa) } else { None }).collect()
+}
+
+/// ```text
+/// HDR, SK {N(REKEY_SA), SA, Ni, TSi, TSr}        -->  <-- HDR, SK {SA, Nr, TSi, TSr}
+/// HDR, SK {N(REKEY_SA), SA, Ni, KEi, TSi, TSr}   -->  <-- HDR, SK {SA, Nr, KEr, TSi, TSr}
+/// ```
+/// CHILD_SA rekeying without and with PFS (RFC 7296 §1.3.3, §2.17): the new SA's keys are
+/// KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr) as the client computes them, the old SA is named, the
+/// selectors are narrowed as in IKE_AUTH, and the old SA stays until the peer deletes it.
+#[test]
+fn create_child_sa_rekeys_with_and_without_pfs() {
+    let mut cfg = config(100, 1280);
+    cfg.esp = EspOffer::parse(P2, &[19, 20], false).unwrap();
+    let mut sim = Sim::new(cfg);
+    let (mut c, p, addr, ours, theirs, ike) = logged_in(&mut sim, 61, 4500);
+    let k = c.keys.as_ref().unwrap();
+    let (prf, sk_d) = (k.prf, k.sk_d.clone());
+
+    for (round, pfs) in [(0u32, false), (1, true)] {
+        let (old_ours, old_theirs) = if round == 0 { (ours, theirs) } else { (0, 0) };
+        let new_spi = 0x7700_0000 + round;
+        let ni = vec![0x40 + round as u8; 32];
+        let mut rekey = Notify::new(NotifyType::REKEY_SA, vec![]);
+        rekey.protocol = ProtocolId::ESP;
+        let current_theirs = if round == 0 { old_theirs } else { 0x7700_0000 };
+        rekey.spi = current_theirs.to_be_bytes().to_vec();
+        let dh = pfs.then(|| DhPrivate::generate(DhGroup::Ecp256, &mut common::TestRng(99)).unwrap());
+        let offer = EspOffer::parse(P2, if pfs { &[19] } else { &[] }, false).unwrap().to_sa(new_spi);
+        let mut req = vec![Payload::Notify(rekey), Payload::Sa(offer), Payload::Nonce(ni.clone())];
+        if let Some(d) = &dh {
+            req.push(Payload::Ke(KePayload { group: DhGroup::Ecp256.id(), data: d.public().to_vec() }));
+        }
+        req.push(Payload::TsI(TsPayload { selectors: vec![TrafficSelector::ipv4_any()] }));
+        req.push(Payload::TsR(TsPayload { selectors: vec![TrafficSelector::ipv4_any()] }));
+        let r = sim.send_all(p, &c.request(ExchangeType::CREATE_CHILD_SA, req));
+        let (h, pl) = c.open(&r);
+        assert_eq!(h.exchange, ExchangeType::CREATE_CHILD_SA);
+        let sa = find(&pl, |x| if let Payload::Sa(s) = x { Some(s.clone()) } else { None })
+            .unwrap_or_else(|| panic!("round {round}: no SA in {pl:?}"));
+        let nr = find(&pl, |x| if let Payload::Nonce(n) = x { Some(n.clone()) } else { None }).expect("Nr");
+        let ker = find(&pl, |x| if let Payload::Ke(k) = x { Some(k.clone()) } else { None });
+        assert_eq!(ker.is_some(), pfs, "KEr exactly with PFS");
+        let tsi = find(&pl, |x| if let Payload::TsI(t) = x { Some(t.clone()) } else { None }).unwrap();
+        assert_eq!(tsi.selectors, vec![TrafficSelector::ipv4_range(addr, addr)], "TSi narrowed to the address");
+        let got = installs(&mut sim);
+        assert_eq!(got.len(), 1);
+        let child = &got[0];
+        assert_eq!(child.ike_spi, ike);
+        assert_eq!(child.outbound_spi, new_spi);
+        assert_eq!(sa.proposals[0].spi, child.inbound_spi.to_be_bytes().to_vec());
+        if round == 0 {
+            assert_eq!(child.rekeys, Some(old_ours), "names the SA it replaces");
+        }
+        let gir = dh.as_ref().map(|d| d.agree(&ker.as_ref().unwrap().data).unwrap());
+        let (el, il) = esp_key_lengths(&child.suite);
+        let want = child_keymat(prf, &sk_d, gir.as_ref().map(|g| g.as_slice()), &ni, &nr, el, il).unwrap();
+        assert_eq!(*child.inbound.encr, *want.encr_i, "initiator-to-responder key (round {round})");
+        assert_eq!(*child.outbound.encr, *want.encr_r);
+    }
+    // Rekeying an SA that does not exist.
+    let mut rekey = Notify::new(NotifyType::REKEY_SA, vec![]);
+    rekey.protocol = ProtocolId::ESP;
+    rekey.spi = 0xdead_beef_u32.to_be_bytes().to_vec();
+    let req = vec![
+        Payload::Notify(rekey),
+        Payload::Sa(EspOffer::parse(P2, &[], false).unwrap().to_sa(5000)),
+        Payload::Nonce(vec![1; 32]),
+        Payload::TsI(TsPayload { selectors: vec![TrafficSelector::ipv4_any()] }),
+        Payload::TsR(TsPayload { selectors: vec![TrafficSelector::ipv4_any()] }),
+    ];
+    let r = sim.send_all(p, &c.request(ExchangeType::CREATE_CHILD_SA, req));
+    let (_, pl) = c.open(&r);
+    assert!(notify_of(&pl, NotifyType::CHILD_SA_NOT_FOUND).is_some());
+}
+
+/// IKE SA rekeying (RFC 7296 §1.3.2, §2.18): SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr);
+/// the new SA answers with the keys the client derives, takes over the CHILD_SAs and the
+/// address, and the old SA's DELETE leaves both alone.
+#[test]
+fn create_child_sa_rekeys_the_ike_sa() {
+    let mut sim = Sim::new(config(100, 1280));
+    let (mut c, p, addr, _, theirs, old_ike) = logged_in(&mut sim, 71, 4500);
+    let old_keys = c.keys.as_ref().unwrap();
+    let (prf, sk_d) = (old_keys.prf, old_keys.sk_d.clone());
+    let dh = DhPrivate::generate(DhGroup::Ecp384, &mut common::TestRng(7)).unwrap();
+    let new_spi_i: u64 = 0x1122_3344_5566_7788;
+    let mut offer = IkeOffer::parse(P1, &[20], false).unwrap().to_sa();
+    for pr in &mut offer.proposals {
+        pr.spi = new_spi_i.to_be_bytes().to_vec();
+    }
+    let ni = vec![0x33; 32];
+    let req = vec![
+        Payload::Sa(offer),
+        Payload::Nonce(ni.clone()),
+        Payload::Ke(KePayload { group: DhGroup::Ecp384.id(), data: dh.public().to_vec() }),
+    ];
+    let r = sim.send_all(p, &c.request(ExchangeType::CREATE_CHILD_SA, req));
+    let (_, pl) = c.open(&r);
+    let sa = find(&pl, |x| if let Payload::Sa(s) = x { Some(s.clone()) } else { None }).expect("SA");
+    let nr = find(&pl, |x| if let Payload::Nonce(n) = x { Some(n.clone()) } else { None }).unwrap();
+    let ker = find(&pl, |x| if let Payload::Ke(k) = x { Some(k.clone()) } else { None }).unwrap();
+    let new_spi_r = u64::from_be_bytes(sa.proposals[0].spi.clone().try_into().expect("8-byte SPI"));
+    let ev = sim.events();
+    assert!(ev.iter().any(
+        |e| matches!(e, Event::IkeSaRekeyed { old_spi, new_spi } if *old_spi == old_ike && *new_spi == new_spi_r)
+    ));
+
+    // The client's view of the new SA: keys from the old SK_d and the new DH.
+    let suite = IkeOffer::parse(P1, &[20], false).unwrap().select(&sa, DhGroup::Ecp384.id()).unwrap().suite;
+    let gir = dh.agree(&ker.data).unwrap();
+    let seed = rekey_skeyseed(prf, &sk_d, &gir, &ni, &nr);
+    let keys = IkeKeys::derive(suite.prf, suite.encr, suite.integ, &seed, &ni, &nr, new_spi_i, new_spi_r).unwrap();
+    let old_ciphers = (
+        c.out.replace(SkCipher::outbound(&keys, false).unwrap()),
+        c.inb.replace(SkCipher::inbound(&keys, false).unwrap()),
+    );
+    let old = (c.spi_i, c.spi_r, c.mid);
+    (c.spi_i, c.spi_r, c.mid) = (new_spi_i, new_spi_r, 0);
+    // A liveness check on the new SA with the new keys.
+    let r = sim.send_all(p, &c.request(ExchangeType::INFORMATIONAL, vec![]));
+    let (h, pl) = c.open(&r);
+    assert!(h.is_response() && pl.is_empty() && h.spi_r == new_spi_r);
+    let new_state = (c.out.take(), c.inb.take(), c.spi_i, c.spi_r, c.mid);
+
+    // The client deletes the old IKE SA (old keys and SPIs): the children and address stay.
+    (c.out, c.inb) = old_ciphers;
+    (c.spi_i, c.spi_r, c.mid) = old;
+    let del = DeletePayload { protocol: ProtocolId::IKE, spi_size: 0, spis: vec![] };
+    let r = sim.send_all(p, &c.request(ExchangeType::INFORMATIONAL, vec![Payload::Delete(del)]));
+    let (h, _) = c.open(&r);
+    assert_eq!(h.spi_r, old_ike);
+    let ev = sim.events();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::IkeSaClosed { spi, reason: CloseReason::Deleted } if *spi == old_ike)));
+    assert_eq!(sim.gw.established_spis(), vec![new_spi_r]);
+    // The CHILD_SA moved: deleting it on the new SA is answered with our SPI.
+    (c.out, c.inb, c.spi_i, c.spi_r, c.mid) = new_state;
+    let del = DeletePayload { protocol: ProtocolId::ESP, spi_size: 4, spis: vec![theirs.to_be_bytes().to_vec()] };
+    let r = sim.send_all(p, &c.request(ExchangeType::INFORMATIONAL, vec![Payload::Delete(del)]));
+    let (_, pl) = c.open(&r);
+    assert!(find(&pl, |x| if let Payload::Delete(d) = x { Some(d.clone()) } else { None }).is_some());
+    // The address is still taken by the new SA: the next client gets another one.
+    let (_, _, other, ..) = logged_in(&mut sim, 72, 4501);
+    assert_ne!(other, addr);
 }

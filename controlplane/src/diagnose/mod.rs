@@ -582,6 +582,12 @@ impl Diag {
                 Event::InitialContact { spi, .. } => {
                     entry(s, src, *spi, now);
                 }
+                Event::IkeSaRekeyed { old_spi, new_spi } => {
+                    if let Some(mut e) = s.sas.remove(old_spi) {
+                        e.spi = *new_spi;
+                        s.sas.insert(*new_spi, e);
+                    }
+                }
                 Event::ChildSaDeleted { ike_spi, inbound_spi, .. } => {
                     if let Some(e) = s.sas.get_mut(ike_spi) {
                         e.children.retain(|c| c.inbound_spi != *inbound_spi);

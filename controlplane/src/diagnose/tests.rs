@@ -48,6 +48,7 @@ fn child(ike_spi: u64, in_spi: u32, out_spi: u32, vip: Ipv4Addr) -> ChildSa {
         path: path(),
         udp_encap: true,
         assigned: Some(vip),
+        rekeys: None,
     }
 }
 

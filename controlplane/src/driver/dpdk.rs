@@ -549,6 +549,12 @@ impl SaSink for DataPlane {
         self.retire_child(&s);
     }
 
+    fn rekey_ike_sa(&mut self, old: u64, new: u64) {
+        if let Some(v) = self.sas.remove(&old) {
+            self.sas.entry(new).or_default().extend(v);
+        }
+    }
+
     fn remove_ike_sa(&mut self, ike_spi: u64) {
         for s in self.sas.remove(&ike_spi).unwrap_or_default() {
             println!("{}", self.traffic_line(&s, "removed"));

@@ -35,6 +35,8 @@ pub trait SaSink {
     fn remove_ike_sa(&mut self, ike_spi: u64);
     /// Removes one CHILD_SA (the peer deleted it, e.g. after a rekey).
     fn remove_child(&mut self, _ike_spi: u64, _inbound_spi: u32) {}
+    /// The IKE SA `old` was rekeyed into `new`: its CHILD_SAs now belong to `new`.
+    fn rekey_ike_sa(&mut self, _old: u64, _new: u64) {}
 }
 
 /// The next IKE SA the control plane wants deleted (posture loss), or never when there is no
@@ -288,6 +290,15 @@ impl EventLog {
                 out(format!("{p}IKE SA closed: {why}"));
                 sink.remove_ike_sa(spi);
                 self.serials.remove(&spi);
+            }
+            Event::IkeSaRekeyed { old_spi, new_spi } => {
+                // The new SA keeps the old one's serial: it is the same tunnel to the reader.
+                if let Some(n) = self.serials.get(&old_spi).copied() {
+                    self.serials.insert(new_spi, n);
+                }
+                let p = self.prefix(Some(new_spi));
+                out(format!("{p}IKE SA rekeyed: spi={old_spi:016x} -> spi={new_spi:016x}"));
+                sink.rekey_ike_sa(old_spi, new_spi);
             }
             Event::ChildSaDeleted { ike_spi, inbound_spi, outbound_spi } => {
                 let p = self.prefix(Some(ike_spi));

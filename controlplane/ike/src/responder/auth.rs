@@ -77,18 +77,19 @@ pub(super) fn handle<R: Entropy, V: UserVerifier, P: AddressPool>(
     path: Path,
     bytes: &[u8],
     header: &Header,
-) {
+) -> super::Aftermath {
+    let mut after = super::Aftermath::default();
     if header.message_id.wrapping_add(1) == sa.expected_mid && sa.last_req.as_deref() == Some(bytes) {
         // RFC 7296 §2.1 / RFC 7383 §2.6.1: answer a retransmission from the cache.
         ctx.stats.retransmits += 1;
         for d in sa.last_resp.clone() {
             ctx.transmits.push_back(Transmit { path: sa.path, payload: d });
         }
-        return;
+        return after;
     }
     if header.message_id != sa.expected_mid {
         ctx.stats.unexpected += 1;
-        return;
+        return after;
     }
     let (hdr, payloads) = match sa.inbound.open(bytes) {
         Ok(Opened::Complete(h, p)) => {
@@ -101,20 +102,20 @@ pub(super) fn handle<R: Entropy, V: UserVerifier, P: AddressPool>(
             }
             match sa.reassembly.add(h.message_id, first, number, total, plain) {
                 Ok(Some(p)) => (h, p),
-                Ok(None) => return,
+                Ok(None) => return after,
                 Err(_) => {
                     ctx.stats.malformed += 1;
-                    return;
+                    return after;
                 }
             }
         }
         Err(Error::IntegrityFailed) => {
             ctx.stats.integrity_failed += 1;
-            return;
+            return after;
         }
         Err(_) => {
             ctx.stats.malformed += 1;
-            return;
+            return after;
         }
     };
     // RFC 7296 §2.23: after NAT detection, reply to where the last authenticated request came from.
@@ -124,11 +125,22 @@ pub(super) fn handle<R: Entropy, V: UserVerifier, P: AddressPool>(
     if hdr.exchange == ExchangeType::INFORMATIONAL {
         let resp = super::info::request(ctx, sa, payloads);
         push_response(ctx, sa, &hdr, resp);
-        return;
+        return after;
+    }
+    if hdr.exchange == ExchangeType::CREATE_CHILD_SA {
+        let resp = match super::rekey::handle(ctx, sa, now, payloads) {
+            super::rekey::Outcome::Reply(r) => r,
+            super::rekey::Outcome::NewIkeSa(r, new) => {
+                after.spawned = Some(new);
+                r
+            }
+        };
+        push_response(ctx, sa, &hdr, resp);
+        return after;
     }
     if hdr.exchange != ExchangeType::IKE_AUTH {
         push_response(ctx, sa, &hdr, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);
-        return;
+        return after;
     }
     let phase = std::mem::replace(&mut sa.phase, Phase::Dead);
     let (next, resp) = step(ctx, sa, now, &hdr, payloads, phase);
@@ -137,6 +149,7 @@ pub(super) fn handle<R: Entropy, V: UserVerifier, P: AddressPool>(
         sa.deadline = None;
     }
     push_response(ctx, sa, &hdr, resp);
+    after
 }
 
 fn eap_payload(code: u8, id: u8, method: Option<(u8, Vec<u8>)>) -> Payload {
@@ -330,7 +343,7 @@ fn first_auth<R: Entropy, V, P: AddressPool>(
     }
 }
 
-fn range_of(net: Ipv4Addr, prefix: u8) -> (u32, u32) {
+pub(super) fn range_of(net: Ipv4Addr, prefix: u8) -> (u32, u32) {
     let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
     let start = u32::from(net) & mask;
     (start, start | !mask)
@@ -345,7 +358,7 @@ fn v4_range(ts: &TrafficSelector) -> Option<(u32, u32)> {
 
 /// Narrows the peer's selectors to `ours` (RFC 7296 §2.9): the intersections, keeping the
 /// peer's protocol and ports.
-fn narrow(theirs: &TsPayload, ours: &[(u32, u32)]) -> Vec<TrafficSelector> {
+pub(super) fn narrow(theirs: &TsPayload, ours: &[(u32, u32)]) -> Vec<TrafficSelector> {
     let mut out = Vec::new();
     for t in &theirs.selectors {
         let Some((s, e)) = v4_range(t) else { continue };
@@ -507,6 +520,7 @@ fn establish<R: Entropy, V, P: AddressPool>(
         path: sa.path,
         udp_encap: sa.nat_detected || sa.path.local.port() == 4500,
         assigned,
+        rekeys: None,
     }));
     Phase::Established
 }

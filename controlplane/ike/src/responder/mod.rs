@@ -33,6 +33,7 @@
 mod auth;
 mod info;
 mod init;
+mod rekey;
 
 pub use info::Dpd;
 
@@ -237,6 +238,9 @@ pub struct ChildSa {
     pub udp_encap: bool,
     /// The address assigned through CP, if any.
     pub assigned: Option<Ipv4Addr>,
+    /// Our (inbound) SPI of the CHILD_SA this one rekeys (CREATE_CHILD_SA with REKEY_SA): keep
+    /// the old one until the peer deletes it.
+    pub rekeys: Option<u32>,
 }
 
 /// Why an IKE SA went away.
@@ -279,6 +283,14 @@ pub enum Event {
         spi: u64,
         /// The peer's identity (EAP user when known, else IDi).
         peer_id: String,
+    },
+    /// The IKE SA was rekeyed (RFC 7296 §2.18): its CHILD_SAs and address now belong to
+    /// `new_spi`; the peer will delete `old_spi`.
+    IkeSaRekeyed {
+        /// Our SPI of the old IKE SA.
+        old_spi: u64,
+        /// Our SPI of the new IKE SA.
+        new_spi: u64,
     },
     /// The peer deleted one CHILD_SA (INFORMATIONAL DELETE): remove it from the data plane.
     ChildSaDeleted {
@@ -383,6 +395,13 @@ pub(crate) struct IkeSa {
     pub(crate) pending: Option<info::Pending>,
     /// Set when the SA must go after the current message is answered.
     pub(crate) close: Option<CloseReason>,
+}
+
+/// What handling one message of an existing SA left for the responder to do.
+#[derive(Default)]
+pub(crate) struct Aftermath {
+    /// A new IKE SA (IKE rekey) to add.
+    pub(crate) spawned: Option<Box<IkeSa>>,
 }
 
 impl IkeSa {
@@ -503,17 +522,23 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
             }
             return;
         }
-        let (close, contact) = match self.sas.get_mut(&header.spi_r) {
+        let (close, contact, after) = match self.sas.get_mut(&header.spi_r) {
             Some(sa) if sa.spi_i == header.spi_i => {
-                auth::handle(&mut self.ctx, sa, now, path, bytes, &header);
+                let after = auth::handle(&mut self.ctx, sa, now, path, bytes, &header);
                 let contact = std::mem::take(&mut sa.initial_contact).then(|| sa.peer_id.clone()).flatten();
-                (sa.close, contact)
+                (sa.close, contact, after)
             }
             _ => {
                 self.ctx.stats.unexpected += 1;
                 return;
             }
         };
+        if let Some(new) = after.spawned {
+            if !self.sas.contains_key(&new.spi_r) {
+                self.by_initiator.insert((new.spi_i, new.path.remote), new.spi_r);
+                self.sas.insert(new.spi_r, *new);
+            }
+        }
         if let Some(reason) = close {
             self.remove_sa(header.spi_r, reason);
         }
