@@ -39,6 +39,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::policy::{FlowKey, PolicySet, Verdict};
 use crate::wire::{checksum, ip_proto, ipv4};
 
 /// Per-protocol idle timeouts, in ticks.
@@ -293,6 +294,27 @@ pub struct Reply {
     pub tunnel: u32,
     /// The client address the reply is now addressed to.
     pub client: Ipv4Addr,
+    /// The verdict that admitted the flow ([`ConnTable::admit`]), to count the reply under the
+    /// same policy; `None` for entries made by [`ConnTable::outbound`].
+    pub verdict: Option<Verdict>,
+}
+
+/// What [`ConnTable::admit`] decided for a packet from a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Forward: the flow has an entry (translated with NAT, tracked without), so replies pass.
+    Tracked {
+        /// The policy that accepts the flow.
+        verdict: Verdict,
+        /// The packet created the entry (count a policy hit).
+        new_flow: bool,
+    },
+    /// Forward untracked: accepted without NAT, but a protocol the table cannot follow
+    /// (neither TCP, UDP nor ICMP echo); replies need a policy of their own.
+    Untracked(Verdict),
+    /// Drop: a deny policy or the implicit deny. An entry the flow had is removed, so its
+    /// replies stop too.
+    Denied(Verdict),
 }
 
 /// The flow as the client sent it.
@@ -328,6 +350,9 @@ struct Entry {
     state: u8,
     live: bool,
     expires: u64,
+    /// The verdict that admitted the flow, cached so a packet of a known flow skips the policy
+    /// lookup while the set that gave it is still the running one.
+    verdict: Option<Verdict>,
 }
 
 impl Entry {
@@ -450,6 +475,50 @@ const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
 fn parse(pkt: &[u8]) -> Result<L4, NatError> {
+    let l4 = parse_any(pkt)?;
+    match l4.proto {
+        ip_proto::TCP | ip_proto::UDP | ip_proto::ICMP => Ok(l4),
+        _ => Err(NatError::Unsupported),
+    }
+}
+
+impl L4 {
+    /// Whether the table can follow the flow (and find its replies).
+    fn trackable(&self) -> bool {
+        match self.proto {
+            ip_proto::TCP | ip_proto::UDP => true,
+            ip_proto::ICMP => self.icmp_type == ICMP_ECHO_REQUEST,
+            _ => false,
+        }
+    }
+
+    fn fwd(&self, tunnel: u32) -> Fwd {
+        Fwd { tunnel, src: self.src, dst: self.dst, sport: self.sport, dport: self.dport, proto: self.proto }
+    }
+
+    /// `base` (interfaces and groups) with this packet's addresses, protocol and ports.
+    fn key(&self, base: &FlowKey) -> FlowKey {
+        let icmp = self.proto == ip_proto::ICMP;
+        FlowKey {
+            proto: self.proto,
+            src: Ipv4Addr::from(self.src),
+            dst: Ipv4Addr::from(self.dst),
+            sport: if icmp { 0 } else { self.sport },
+            dport: self.dport,
+            icmp_type: self.icmp_type,
+            ..*base
+        }
+    }
+}
+
+/// `base` (interfaces and groups) completed from an IPv4 packet's addresses, protocol and
+/// ports (ICMP: the type), for a policy lookup without a connection entry.
+pub fn flow_key(pkt: &[u8], base: &FlowKey) -> Result<FlowKey, NatError> {
+    parse_any(pkt).map(|l4| l4.key(base))
+}
+
+/// Parses any IPv4 packet that is not a fragment; ports stay 0 for protocols without them.
+fn parse_any(pkt: &[u8]) -> Result<L4, NatError> {
     let ip = ipv4::Packet::new_checked(pkt).map_err(|_| NatError::Malformed)?;
     if ip.version() != 4 {
         return Err(NatError::Malformed);
@@ -470,7 +539,7 @@ fn parse(pkt: &[u8]) -> Result<L4, NatError> {
         ip_proto::UDP if l4.len() >= 8 => (r.sport, r.dport) = (be(0), be(2)),
         ip_proto::ICMP if l4.len() >= 8 => (r.icmp_type, r.sport) = (l4[0], be(4)),
         ip_proto::TCP | ip_proto::UDP | ip_proto::ICMP => return Err(NatError::Malformed),
-        _ => return Err(NatError::Unsupported),
+        _ => {}
     }
     Ok(r)
 }
@@ -565,6 +634,7 @@ impl ConnTable {
             state: 0,
             live: false,
             expires: 0,
+            verdict: None,
         };
         ConnTable {
             entries: vec![empty; cap as usize].into_boxed_slice(),
@@ -686,6 +756,13 @@ impl ConnTable {
                 }
             }
         };
+        let (addr, port) = self.forward(now, e, &l4, pkt);
+        Ok(Outbound { new_flow, addr: Ipv4Addr::from(addr), port })
+    }
+
+    /// The common tail of an outbound packet with entry `e`: TCP state, expiry, rewrite.
+    #[inline]
+    fn forward(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) -> (u32, u16) {
         let ent = &mut self.entries[e as usize];
         if ent.fwd.proto == ip_proto::TCP {
             ent.state = Self::tcp_state(ent.state, l4.tcp_flags);
@@ -693,10 +770,107 @@ impl ConnTable {
         let (addr, port, proto, state) = (ent.nat_addr, ent.nat_port, ent.fwd.proto, ent.state);
         ent.expires = now.saturating_add(self.cfg.timeouts.of(proto, state));
         if addr != l4.src || port != l4.sport {
-            rewrite(pkt, &l4, true, addr, port);
+            rewrite(pkt, l4, true, addr, port);
         }
         bump(&self.counters.outbound, 1);
-        Ok(Outbound { new_flow, addr: Ipv4Addr::from(addr), port })
+        (addr, port)
+    }
+
+    /// Firewall and NAT in one pass for a packet a client sent through `tunnel`: the flow's
+    /// entry is found with one hash; a known flow whose cached verdict came from `set` skips
+    /// the policy lookup; otherwise `set` is consulted with `base` (interfaces and groups)
+    /// completed from the packet. An accepted flow gets (or keeps) an entry — translated to
+    /// `nat_addr` when the policy says `nat`, tracked as it is otherwise — and the packet is
+    /// rewritten. Errors are the table's refusals (malformed, fragment, full, no port, a
+    /// protocol NAT cannot translate); they are counted here.
+    ///
+    /// After a reload a known flow is checked again: still accepted, it keeps its translation
+    /// (when the NAT setting is unchanged); denied, its entry is removed.
+    #[inline]
+    pub fn admit(
+        &mut self,
+        now: u64,
+        tunnel: u32,
+        pkt: &mut [u8],
+        set: &PolicySet,
+        base: &FlowKey,
+        nat_addr: Ipv4Addr,
+    ) -> Result<Admit, NatError> {
+        let l4 = match parse_any(pkt) {
+            Ok(l4) => l4,
+            Err(e) => return self.refuse(e),
+        };
+        if !l4.trackable() {
+            return self.admit_untracked(&l4, set, base);
+        }
+        let fwd = l4.fwd(tunnel);
+        let h = fwd.hash(self.cfg.seed);
+        let entries = &self.entries;
+        let found = self.fwd.find(h, |e| entries[e as usize].fwd == fwd).map(|(_, e)| e);
+        let mut new_flow = false;
+        let (e, verdict) = match found {
+            Some(e) if self.entries[e as usize].expires > now => {
+                let ent = &self.entries[e as usize];
+                match ent.verdict {
+                    Some(v) if v.is_from(set) => (e, v),
+                    cached => {
+                        let v = set.lookup(&l4.key(base));
+                        let want = if v.nat { u32::from(nat_addr) } else { l4.src };
+                        if !v.accepts() {
+                            self.remove(e);
+                            return Ok(Admit::Denied(v));
+                        }
+                        if cached.is_some() && ent.nat_addr != want {
+                            // NAT switched on or off (or the egress address moved): a new
+                            // translation is a new flow as far as the server can tell.
+                            self.remove(e);
+                            match self.create(now, h, fwd, want) {
+                                Ok(e) => {
+                                    new_flow = true;
+                                    (e, v)
+                                }
+                                Err(err) => return self.refuse(err),
+                            }
+                        } else {
+                            (e, v)
+                        }
+                    }
+                }
+            }
+            found => {
+                if let Some(e) = found {
+                    self.remove(e);
+                    bump(&self.counters.expired, 1);
+                }
+                let v = set.lookup(&l4.key(base));
+                if !v.accepts() {
+                    return Ok(Admit::Denied(v));
+                }
+                let want = if v.nat { u32::from(nat_addr) } else { l4.src };
+                match self.create(now, h, fwd, want) {
+                    Ok(e) => {
+                        new_flow = true;
+                        (e, v)
+                    }
+                    Err(err) => return self.refuse(err),
+                }
+            }
+        };
+        self.entries[e as usize].verdict = Some(verdict);
+        self.forward(now, e, &l4, pkt);
+        Ok(Admit::Tracked { verdict, new_flow })
+    }
+
+    #[cold]
+    fn admit_untracked(&self, l4: &L4, set: &PolicySet, base: &FlowKey) -> Result<Admit, NatError> {
+        let v = set.lookup(&l4.key(base));
+        if !v.accepts() {
+            Ok(Admit::Denied(v))
+        } else if v.nat {
+            self.refuse(NatError::Unsupported)
+        } else {
+            Ok(Admit::Untracked(v))
+        }
     }
 
     fn create(&mut self, now: u64, h: u32, fwd: Fwd, nat: u32) -> Result<u32, NatError> {
@@ -722,6 +896,7 @@ impl ConnTable {
             state,
             live: true,
             expires: now.saturating_add(self.timeout(fwd.proto, state)),
+            verdict: None,
         };
         self.fwd.insert(h, e);
         let rev = self.entries[e as usize].rev();
@@ -791,15 +966,15 @@ impl ConnTable {
             ip_proto::TCP => Self::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags),
             _ => ESTABLISHED,
         };
-        let (client, cport, tunnel, proto, state) =
-            (ent.fwd.src, ent.fwd.sport, ent.fwd.tunnel, ent.fwd.proto, ent.state);
+        let (client, cport, tunnel, proto, state, verdict) =
+            (ent.fwd.src, ent.fwd.sport, ent.fwd.tunnel, ent.fwd.proto, ent.state, ent.verdict);
         ent.expires = now.saturating_add(self.cfg.timeouts.of(proto, state));
         if client != l4.dst || cport != dport {
             // For ICMP, `rewrite` puts the port into the echo id.
             rewrite(pkt, &l4, false, client, cport);
         }
         bump(&self.counters.replies, 1);
-        Ok(Reply { tunnel, client: Ipv4Addr::from(client) })
+        Ok(Reply { tunnel, client: Ipv4Addr::from(client), verdict })
     }
 
     fn expire(&mut self, _slot: usize, e: u32) {

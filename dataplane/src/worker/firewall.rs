@@ -1,0 +1,237 @@
+//! Firewall policy and source NAT in the worker.
+//!
+//! How to drive it: give the worker a [`FirewallConfig`] (`WorkerConfig::firewall`) and
+//! publish policy sets through `Control::policy` ([`crate::policy::SharedPolicy::store`]);
+//! tag each inbound SA with its tunnel's interface index and user groups
+//! ([`crate::sa::table::TunnelTag`]) and each outbound SA with the interface index
+//! ([`crate::sa::OutboundSa::with_if_index`]). Without a `FirewallConfig` the worker forwards
+//! as before (no policy, no NAT) — the baseline the benchmark compares against.
+//!
+//! Why an arc-swap handle rather than the command ring: a policy set is large and immutable,
+//! every worker reads the same one, and a reload must take effect on all workers without the
+//! control plane waiting for each ring to drain. Each worker holds a
+//! [`crate::policy::PolicyReader`] and loads the running set once per poll (one atomic load
+//! when nothing changed), so a burst sees one set. Retired sets are freed by the control
+//! plane (`SharedPolicy::reclaim`), never on a worker.
+//!
+//! Per packet (no allocation, no lock, no syscall):
+//! * decrypted, tunnel → LAN port: [`crate::nat::ConnTable::admit`] looks the flow up once;
+//!   a known flow whose cached verdict came from the running set skips the policy lookup,
+//!   anything else is looked up with (tunnel interface, LAN port's interface, groups of the
+//!   tunnel's user, addresses, protocol, ports). Denied → `DropReason::PolicyDenied`;
+//!   accepted → an entry (source translated to the LAN port's first address with `nat`,
+//!   tracked as is without); a refused entry (table or tunnel share full, no port) →
+//!   `DropReason::NatRefused`.
+//! * from a LAN port: a packet matching an entry's reply tuple (to the gateway's address for
+//!   NAT'd flows, to the client for tracked ones) is translated back and encrypted into the
+//!   tunnel of the client it is now addressed to; other packets for a tunnel need a policy
+//!   from the LAN port's interface to the tunnel's (checked without state).
+//! * tunnel → tunnel: checked against the policy without state (no NAT).
+//!
+//! Policy counters are relaxed atomics in the set; NAT counters and the connection table are
+//! the worker's own. Connection entries expire by per-protocol timeouts; the worker sweeps a
+//! bounded number of them every poll, so a full table never stalls it.
+
+use core::net::Ipv4Addr;
+
+use crate::buf::PacketBuf;
+use crate::esp::DropReason;
+use crate::nat::{self, Admit, ConnTable, NatConfig, NatError};
+use crate::policy::{FlowKey, GroupMask, IfIndex, PolicySet};
+
+use super::State;
+
+/// A worker's firewall settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallConfig {
+    /// The policy interface index of each port, as the control plane numbers interfaces
+    /// (`(port, index)`); ports left out only match `any`.
+    pub port_if: Vec<(u16, IfIndex)>,
+    /// Size, limits and timeouts of the worker's connection table.
+    pub nat: NatConfig,
+    /// Nanoseconds per coarse-clock tick (connection timeouts are in nanoseconds).
+    pub tick_ns: u64,
+    /// Connection entries examined for expiry per poll.
+    pub sweep_budget: usize,
+}
+
+impl FirewallConfig {
+    /// Settings with the given port → interface map and a default table (one tick = 1 s).
+    pub fn new(port_if: Vec<(u16, IfIndex)>) -> FirewallConfig {
+        FirewallConfig { port_if, nat: NatConfig::default(), tick_ns: 1_000_000_000, sweep_budget: 32 }
+    }
+}
+
+/// The worker-owned part of the firewall.
+pub(super) struct Firewall {
+    pub(super) nat: ConnTable,
+    port_if: Box<[IfIndex]>,
+    tick_ns: u64,
+    sweep_budget: usize,
+}
+
+impl Firewall {
+    pub(super) fn new(cfg: FirewallConfig, ports: usize) -> Firewall {
+        let mut port_if = vec![IfIndex::MAX; ports];
+        for &(p, i) in &cfg.port_if {
+            if let Some(slot) = port_if.get_mut(usize::from(p)) {
+                *slot = i;
+            }
+        }
+        Firewall {
+            nat: ConnTable::new(cfg.nat),
+            port_if: port_if.into_boxed_slice(),
+            tick_ns: cfg.tick_ns.max(1),
+            sweep_budget: cfg.sweep_budget,
+        }
+    }
+
+    #[inline]
+    fn if_of(&self, port: u16) -> IfIndex {
+        self.port_if.get(usize::from(port)).copied().unwrap_or(IfIndex::MAX)
+    }
+
+    #[inline]
+    fn now(&self, tick: u32) -> u64 {
+        u64::from(tick).saturating_mul(self.tick_ns)
+    }
+
+    /// Expires a bounded number of entries (once per poll).
+    pub(super) fn sweep(&mut self, tick: u32) {
+        let now = self.now(tick);
+        self.nat.sweep(now, self.sweep_budget);
+    }
+}
+
+/// The tunnel a decrypted packet came out of, as the firewall sees it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FromTunnel {
+    pub(super) if_index: IfIndex,
+    pub(super) groups: GroupMask,
+    /// Connection-table tunnel id.
+    pub(super) conn: u32,
+}
+
+/// Where a packet entering `route_inner` came from.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Origin {
+    /// Decrypted from a tunnel.
+    Tunnel(FromTunnel),
+    /// Cleartext from a LAN port; `reply` when it matched a connection entry.
+    Lan { port: u16, reply: bool },
+}
+
+fn base_key(in_if: IfIndex, out_if: IfIndex, groups: GroupMask) -> FlowKey {
+    FlowKey {
+        in_if,
+        out_if,
+        proto: 0,
+        src: Ipv4Addr::UNSPECIFIED,
+        dst: Ipv4Addr::UNSPECIFIED,
+        sport: 0,
+        dport: 0,
+        icmp_type: 0,
+        groups,
+    }
+}
+
+#[cold]
+fn nat_drop(e: NatError) -> DropReason {
+    match e {
+        NatError::Malformed => DropReason::BadInnerPacket,
+        _ => DropReason::NatRefused,
+    }
+}
+
+impl<B: PacketBuf + Send> State<B> {
+    /// Tunnel → LAN port `out_port`: policy, then NAT/tracking. `Ok` to forward.
+    #[inline]
+    pub(super) fn fw_forward(
+        &mut self,
+        pol: &PolicySet,
+        t: &FromTunnel,
+        out_port: u16,
+        pkt: &mut [u8],
+    ) -> Result<(), DropReason> {
+        let Some(fw) = self.fw.as_mut() else { return Ok(()) };
+        let nat_addr = self
+            .ports
+            .get(usize::from(out_port))
+            .and_then(|p| p.iface.as_ref())
+            .and_then(|i| i.addrs.first().copied())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let base = base_key(t.if_index, fw.if_of(out_port), t.groups);
+        let now = fw.now(self.clock.now());
+        let len = pkt.len() as u32;
+        match fw.nat.admit(now, t.conn, pkt, pol, &base, nat_addr) {
+            Ok(Admit::Tracked { verdict, new_flow }) => {
+                pol.count(&verdict, len, new_flow);
+                Ok(())
+            }
+            Ok(Admit::Untracked(v)) => {
+                pol.count(&v, len, false);
+                Ok(())
+            }
+            Ok(Admit::Denied(v)) => {
+                pol.count(&v, len, true);
+                Err(DropReason::PolicyDenied)
+            }
+            Err(e) => Err(nat_drop(e)),
+        }
+    }
+
+    /// A packet from a LAN port: translated back when it is the reply of a tracked flow.
+    /// `Ok(true)`: it was (and goes to the client's tunnel without a policy check);
+    /// `Ok(false)`: no entry. `to_gateway`: addressed to the gateway, so it must be a reply.
+    #[inline]
+    pub(super) fn fw_reply(&mut self, pol: &PolicySet, pkt: &mut [u8], to_gateway: bool) -> Result<bool, DropReason> {
+        let Some(fw) = self.fw.as_mut() else {
+            return if to_gateway { Err(DropReason::Unhandled) } else { Ok(false) };
+        };
+        let now = fw.now(self.clock.now());
+        let len = pkt.len() as u32;
+        match fw.nat.reply(now, pkt) {
+            Ok(r) => {
+                if let Some(v) = r.verdict {
+                    pol.count(&v, len, false);
+                }
+                Ok(true)
+            }
+            Err(NatError::Malformed) if to_gateway => Err(DropReason::BadInnerPacket),
+            Err(_) if to_gateway => Err(DropReason::Unhandled),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// A check without state (LAN-initiated traffic into a tunnel, tunnel to tunnel).
+    #[inline]
+    pub(super) fn fw_check(
+        &self,
+        pol: &PolicySet,
+        in_if: IfIndex,
+        out_if: IfIndex,
+        groups: GroupMask,
+        pkt: &[u8],
+    ) -> Result<(), DropReason> {
+        if self.fw.is_none() {
+            return Ok(());
+        }
+        let key = match nat::flow_key(pkt, &base_key(in_if, out_if, groups)) {
+            Ok(k) => k,
+            Err(e) => return Err(nat_drop(e)),
+        };
+        let v = pol.lookup(&key);
+        pol.count(&v, pkt.len() as u32, false);
+        if v.accepts() {
+            Ok(())
+        } else {
+            Err(DropReason::PolicyDenied)
+        }
+    }
+
+    /// The policy interface of a port (for the LAN side of a stateless check).
+    #[inline]
+    pub(super) fn port_if(&self, port: u16) -> IfIndex {
+        self.fw.as_ref().map_or(IfIndex::MAX, |fw| fw.if_of(port))
+    }
+}
