@@ -645,7 +645,13 @@ impl PolicySet {
                 let idx = i * 64 + bit;
                 if self.verify[i] & (1 << bit) == 0 || self.rules[idx].verify(k) {
                     let r = &self.rules[idx];
-                    return Verdict { policy_id: r.id, action: r.action, nat: r.nat, slot: idx as u16, stamp: self.stamp };
+                    return Verdict {
+                        policy_id: r.id,
+                        action: r.action,
+                        nat: r.nat,
+                        slot: idx as u16,
+                        stamp: self.stamp,
+                    };
                 }
                 m &= m - 1;
             }

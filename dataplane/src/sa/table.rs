@@ -41,8 +41,8 @@ use std::sync::{Arc, Mutex};
 use crossbeam_utils::CachePadded;
 
 use crate::esp::DropReason;
-use crate::sa::{InboundSa, OutboundSa};
 use crate::policy::{GroupMask, IfIndex};
+use crate::sa::{InboundSa, OutboundSa};
 
 /// A reader's counter value meaning "offline: holds no references".
 const OFFLINE: u64 = 0;

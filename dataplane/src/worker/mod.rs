@@ -193,6 +193,15 @@ impl<B> Control<B> {
     }
 }
 
+/// What packet handlers read during one poll: the outbound SA table with the poll's RCU
+/// guard, and the policy set loaded for the poll.
+#[derive(Clone, Copy)]
+struct Cx<'a, 'g> {
+    tbl: &'a OutboundTable,
+    g: &'a ReadGuard<'g>,
+    pol: &'a PolicySet,
+}
+
 /// Everything one worker needs from [`Plane::build`].
 pub struct WorkerLink<B> {
     id: u8,
@@ -541,13 +550,14 @@ impl<P: PacketIo> Worker<P> {
         let io = &mut self.io;
         // One set per poll: a reload takes effect between bursts, never inside one.
         let pol: &PolicySet = self.policy.current();
+        let cx = Cx { tbl, g: &g, pol };
         let mut n = 0;
 
         // ESP packets other workers received for SAs this one owns.
         for _ in 0..crate::port::BURST {
             let Some(h) = st.handoff_in.pop() else { break };
             st.shared.stats.add(Counter::TakenOver, 1);
-            st.esp(io, tbl, &g, pol, h.port, h.queue, h.buf);
+            st.esp(io, cx, h.port, h.queue, h.buf);
             n += 1;
         }
         // Datagrams the control plane wants sent.
@@ -565,7 +575,7 @@ impl<P: PacketIo> Worker<P> {
             n += got;
             st.shared.stats.add(Counter::Rx, got as u64);
             for buf in burst.drain(..) {
-                st.handle(io, tbl, &g, pol, port, queue, buf);
+                st.handle(io, cx, port, queue, buf);
             }
         }
         if n == 0 || st.polls.is_multiple_of(u64::from(st.drain_polls)) {
@@ -650,22 +660,13 @@ impl<B: PacketBuf + Send> State<B> {
     }
 
     #[inline]
-    fn handle<P: PacketIo<Buf = B>>(
-        &mut self,
-        io: &mut P,
-        tbl: &OutboundTable,
-        g: &ReadGuard<'_>,
-        pol: &PolicySet,
-        port: u16,
-        queue: u16,
-        buf: B,
-    ) {
+    fn handle<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, queue: u16, buf: B) {
         let Some(info) = self.ports.get(usize::from(port)) else { return self.drop_pkt(DropReason::Unhandled, buf) };
         let Some(iface) = info.iface.as_ref() else { return self.drop_pkt(DropReason::Unhandled, buf) };
         match classify(buf.data(), iface, info.mac) {
-            Class::Esp => self.esp(io, tbl, g, pol, port, queue, buf),
-            Class::Outbound => self.outbound(io, tbl, g, pol, port, buf, false),
-            Class::ToGateway => self.outbound(io, tbl, g, pol, port, buf, true),
+            Class::Esp => self.esp(io, cx, port, queue, buf),
+            Class::Outbound => self.outbound(io, cx, port, buf, false),
+            Class::ToGateway => self.outbound(io, cx, port, buf, true),
             Class::Arp => self.arp(port, buf),
             Class::Echo => self.echo(io, port, buf),
             Class::Ike { src, dst, offset } => self.ike(port, queue, src, dst, offset, buf),
@@ -678,16 +679,7 @@ impl<B: PacketBuf + Send> State<B> {
     }
 
     /// Inbound ESP: the frame still has its Ethernet header.
-    fn esp<P: PacketIo<Buf = B>>(
-        &mut self,
-        io: &mut P,
-        tbl: &OutboundTable,
-        g: &ReadGuard<'_>,
-        pol: &PolicySet,
-        port: u16,
-        queue: u16,
-        mut buf: B,
-    ) {
+    fn esp<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, queue: u16, mut buf: B) {
         let loc = match buf.data().get(ethernet::HEADER_LEN..).map(inbound::parse) {
             Some(Ok(loc)) => loc,
             Some(Err(r)) => return self.drop_pkt(r, buf),
@@ -741,7 +733,7 @@ impl<B: PacketBuf + Send> State<B> {
             self.event(ev);
         }
         self.shared.stats.add(Counter::Decrypted, 1);
-        self.route_inner(io, tbl, g, pol, buf, Origin::Tunnel(tag));
+        self.route_inner(io, cx, buf, Origin::Tunnel(tag));
     }
 
     #[cold]
@@ -762,38 +754,20 @@ impl<B: PacketBuf + Send> State<B> {
 
     /// Cleartext from a LAN port (Ethernet header still on); `to_gateway`: addressed to the
     /// gateway itself (only a NAT reply may pass).
-    #[allow(clippy::too_many_arguments)]
-    fn outbound<P: PacketIo<Buf = B>>(
-        &mut self,
-        io: &mut P,
-        tbl: &OutboundTable,
-        g: &ReadGuard<'_>,
-        pol: &PolicySet,
-        port: u16,
-        mut buf: B,
-        to_gateway: bool,
-    ) {
+    fn outbound<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, mut buf: B, to_gateway: bool) {
         if !buf.adj(ethernet::HEADER_LEN) {
             return self.drop_pkt(DropReason::Truncated, buf);
         }
-        let reply = match self.fw_reply(pol, buf.data_mut(), to_gateway) {
+        let reply = match self.fw_reply(cx.pol, buf.data_mut(), to_gateway) {
             Ok(r) => r,
             Err(r) => return self.drop_pkt(r, buf),
         };
-        self.route_inner(io, tbl, g, pol, buf, Origin::Lan { port, reply });
+        self.route_inner(io, cx, buf, Origin::Lan { port, reply });
     }
 
     /// Routes an inner IPv4 packet (no Ethernet header): into a tunnel, or — for decrypted
     /// traffic only — onto a LAN link; the firewall (when configured) checks it on the way.
-    fn route_inner<P: PacketIo<Buf = B>>(
-        &mut self,
-        io: &mut P,
-        tbl: &OutboundTable,
-        g: &ReadGuard<'_>,
-        pol: &PolicySet,
-        mut buf: B,
-        origin: Origin,
-    ) {
+    fn route_inner<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, mut buf: B, origin: Origin) {
         let from_tunnel = matches!(origin, Origin::Tunnel(_));
         let dst = {
             let Ok(mut p) = ipv4::Packet::new_checked(buf.data_mut()) else {
@@ -808,6 +782,7 @@ impl<B: PacketBuf + Send> State<B> {
             p.decrement_hop_limit();
             p.dst_addr()
         };
+        let (tbl, g, pol) = (cx.tbl, cx.g, cx.pol);
         let sa = match tbl.get_vip(dst, g) {
             Some(sa) => sa,
             None => match self.routes.lookup(dst) {
@@ -816,10 +791,10 @@ impl<B: PacketBuf + Send> State<B> {
                     None => return self.drop_pkt(DropReason::NoRoute, buf),
                 },
                 Some(NextHop::Connected { port }) if from_tunnel && self.is_lan(port) => {
-                    return self.to_lan(io, pol, origin, port, dst, buf);
+                    return self.deliver(io, pol, origin, port, dst, buf);
                 }
                 Some(NextHop::Gateway { port, via }) if from_tunnel && self.is_lan(port) => {
-                    return self.to_lan(io, pol, origin, port, via, buf);
+                    return self.deliver(io, pol, origin, port, via, buf);
                 }
                 _ => return self.drop_pkt(DropReason::NoRoute, buf),
             },
@@ -841,7 +816,7 @@ impl<B: PacketBuf + Send> State<B> {
 
     /// Decrypted traffic onto a LAN port: through the firewall, then Ethernet.
     #[inline]
-    fn to_lan<P: PacketIo<Buf = B>>(
+    fn deliver<P: PacketIo<Buf = B>>(
         &mut self,
         io: &mut P,
         pol: &PolicySet,
