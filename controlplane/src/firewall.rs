@@ -12,6 +12,8 @@
 //!   [`PolicySet`] (counters carried over from `previous`), or lists every reason it cannot.
 //!   Disabled policies and policies on schedule `none` are left out; `srcaddr`/`dstaddr` groups
 //!   are expanded through nested `addrgrp`s (such as a split-include group).
+//! - [`tunnel_tag`] gives the tag an inbound SA carries (tunnel interface, user's groups), so
+//!   workers match `srcintf` and `set groups` for tunnels without `authusrgrp`.
 //! - [`policy_list`] prints `diagnose firewall policy list`: each policy with its counters,
 //!   then the implicit deny.
 
@@ -21,6 +23,8 @@ use dialgate_dataplane::policy::{
     predefined_service, Action, AddrSet, GroupMask, IfIndex, IfMatch, PolicyError, PolicySet, PolicySpec, PortRange,
     ServiceEntry,
 };
+
+use dialgate_dataplane::sa::table::TunnelTag;
 
 use crate::config::{Config, PolicyAction, ServiceCustom, ServiceProtocol};
 
@@ -88,6 +92,27 @@ impl GroupMap {
     /// The groups `user` is a member of, as a mask.
     pub fn of_user(&self, cfg: &Config, user: &str) -> GroupMask {
         self.mask_of(cfg.groups.iter().filter(|g| g.member.iter().any(|m| m == user)).map(|g| g.name.as_str()))
+    }
+}
+
+/// The data plane's firewall tag for an inbound SA of phase-1 `tunnel` whose user
+/// authenticated as `user` (`None` without user authentication): the tunnel's interface index
+/// and the user's groups, set on the SA at install (`InboundEntry::with_tunnel`). With
+/// `set authusrgrp` the responder has already refused non-members; without it, these groups
+/// are what policies naming `set groups` match. `conn_id` should be stable for the client
+/// (its virtual address's pool offset) so NAT entries survive a CHILD_SA rekey.
+pub fn tunnel_tag(
+    cfg: &Config,
+    ifs: &InterfaceMap,
+    groups: &GroupMap,
+    tunnel: &str,
+    user: Option<&str>,
+    conn_id: Option<u32>,
+) -> TunnelTag {
+    TunnelTag {
+        if_index: ifs.index(tunnel).unwrap_or(IfIndex::MAX),
+        groups: user.map_or(GroupMask::NONE, |u| groups.of_user(cfg, u)),
+        conn_id,
     }
 }
 

@@ -368,3 +368,22 @@ fn bad_custom_services_are_reported_with_positions() {
     assert!(e[0].to_string().contains("\"HTTPS\": protocol TCP/UDP/SCTP needs"), "{e:#?}");
     assert!(e[0].pos.is_some(), "positioned at the entry");
 }
+
+#[test]
+fn tunnel_tags_carry_the_tunnel_interface_and_the_users_groups() {
+    use dialgate_controlplane::firewall::tunnel_tag;
+    let cfg = load_str(CONF, "fw.conf").unwrap();
+    let ifs = InterfaceMap::from_config(&cfg);
+    let groups = GroupMap::from_config(&cfg);
+    let set = compile(&cfg, &ifs, &groups, None).unwrap();
+    let tag = tunnel_tag(&cfg, &ifs, &groups, "Test-Dialup", Some("bob"), Some(7));
+    assert_eq!((tag.if_index, tag.groups, tag.conn_id), (3, GroupMask(0b01), Some(7)));
+    // Test-Dialup has no authusrgrp: policy 1 (`groups VPN_Users`) admits bob through the tag.
+    let mut k = key([10, 50, 0, 9], 6, 443, "Internal", tag.groups, &ifs);
+    k.in_if = tag.if_index;
+    assert_eq!(set.lookup(&k).policy_id, 1);
+    let anon = tunnel_tag(&cfg, &ifs, &groups, "Test-Dialup", None, None);
+    k.groups = anon.groups;
+    assert_eq!(set.lookup(&k).policy_id, 0, "no user, no group policy");
+    assert_eq!(tunnel_tag(&cfg, &ifs, &groups, "nope", None, None).if_index, u16::MAX);
+}
