@@ -491,3 +491,42 @@ fn without_a_firewall_config_nothing_is_filtered_or_translated() {
     assert_eq!(f.drops(DropReason::Unhandled), 1, "traffic to the gateway stays unhandled");
     assert_eq!(f.drops(DropReason::PolicyDenied), 0);
 }
+
+#[test]
+fn many_flows_in_full_bursts_keep_order_and_distinct_translations() {
+    let mut f = fx();
+    // 96 packets: three full bursts through the firewall stage, alternating clients.
+    for i in 0..96u16 {
+        let c = usize::from(i % 2);
+        let q = f.udp_from(c, 20000 + i / 2, 9005, format!("{c}:{i}").as_bytes());
+        f.send(c, &q);
+    }
+    for _ in 0..8 {
+        f.worker.poll();
+    }
+    let out = f.lan_out();
+    assert_eq!(out.len(), 96);
+    for (i, p) in out.iter().enumerate() {
+        assert!(p.ends_with(format!("{}:{i}", i % 2).as_bytes()), "packet {i} in order");
+        assert!(frames::checksums_ok(p));
+    }
+    let nat_ports: std::collections::HashSet<u16> = out.iter().map(|p| ports(p).0).collect();
+    assert_eq!(nat_ports.len(), 96, "one translation per flow");
+    assert_eq!(f.worker.conn_table().unwrap().len(), 96);
+    // All 96 replies come back, each to its own client.
+    for p in &out {
+        f.server_sends(&udp_answer(p, b"r"));
+    }
+    for _ in 0..8 {
+        f.worker.poll();
+    }
+    let back = f.wan_out();
+    assert_eq!(back.len(), 96);
+    let mut got = [std::collections::BTreeSet::new(), std::collections::BTreeSet::new()];
+    for (c, inner) in &back {
+        assert_eq!(addrs(inner).1, f.clients[*c].vip);
+        got[*c].insert(ports(inner).1);
+    }
+    let want: std::collections::BTreeSet<u16> = (20000..20048).collect();
+    assert_eq!(got, [want.clone(), want], "each client gets the replies of its own 48 flows");
+}

@@ -52,7 +52,7 @@ use crate::wire::{arp, checksum, ip_proto, ipv4, natt, put16, udp};
 
 pub use classify::{classify, Class, Interface, Role};
 pub use firewall::FirewallConfig;
-use firewall::{Firewall, FromTunnel, Origin};
+use firewall::{Firewall, FromTunnel, Origin, Staged};
 pub use stats::{Counter, WorkerShared, WorkerStats};
 
 /// A coarse clock the control plane advances (seconds, or any tick it likes) and workers
@@ -447,6 +447,8 @@ struct State<B> {
     drain_polls: u32,
     polls: u64,
     fw: Option<Firewall>,
+    /// Packets waiting for the firewall stage of the current burst (see `firewall`).
+    staged: arrayvec::ArrayVec<Staged<B>, { crate::port::BURST }>,
 }
 
 /// A poll-mode worker over any [`PacketIo`].
@@ -500,6 +502,7 @@ impl<P: PacketIo> Worker<P> {
             drain_polls: cfg.drain_polls.max(1),
             polls: 0,
             fw,
+            staged: arrayvec::ArrayVec::new(),
         };
         Ok(Worker { io, reader: link.reader, outbound: link.outbound, policy: link.policy, st })
     }
@@ -559,7 +562,11 @@ impl<P: PacketIo> Worker<P> {
             st.shared.stats.add(Counter::TakenOver, 1);
             st.esp(io, cx, h.port, h.queue, h.buf);
             n += 1;
+            if st.staged.is_full() {
+                st.run_staged(io, cx);
+            }
         }
+        st.run_staged(io, cx);
         // Datagrams the control plane wants sent.
         for _ in 0..crate::port::BURST {
             let Some(req) = st.ctl_tx.pop() else { break };
@@ -577,6 +584,7 @@ impl<P: PacketIo> Worker<P> {
             for buf in burst.drain(..) {
                 st.handle(io, cx, port, queue, buf);
             }
+            st.run_staged(io, cx);
         }
         if n == 0 || st.polls.is_multiple_of(u64::from(st.drain_polls)) {
             st.flush_all(io);
@@ -665,8 +673,8 @@ impl<B: PacketBuf + Send> State<B> {
         let Some(iface) = info.iface.as_ref() else { return self.drop_pkt(DropReason::Unhandled, buf) };
         match classify(buf.data(), iface, info.mac) {
             Class::Esp => self.esp(io, cx, port, queue, buf),
-            Class::Outbound => self.outbound(io, cx, port, buf, false),
-            Class::ToGateway => self.outbound(io, cx, port, buf, true),
+            Class::Outbound => self.lan_in(io, cx, port, buf, false),
+            Class::ToGateway => self.lan_in(io, cx, port, buf, true),
             Class::Arp => self.arp(port, buf),
             Class::Echo => self.echo(io, port, buf),
             Class::Ike { src, dst, offset } => self.ike(port, queue, src, dst, offset, buf),
@@ -733,6 +741,9 @@ impl<B: PacketBuf + Send> State<B> {
             self.event(ev);
         }
         self.shared.stats.add(Counter::Decrypted, 1);
+        if self.fw.is_some() {
+            return self.stage(io, cx, buf, Origin::Tunnel(tag));
+        }
         self.route_inner(io, cx, buf, Origin::Tunnel(tag));
     }
 
@@ -752,12 +763,29 @@ impl<B: PacketBuf + Send> State<B> {
         }
     }
 
+    /// Cleartext from a LAN port (Ethernet header still on): straight on without a firewall,
+    /// else through the burst's firewall stage.
+    fn lan_in<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, mut buf: B, to_gateway: bool) {
+        if self.fw.is_none() {
+            return self.outbound(io, cx, port, buf, to_gateway);
+        }
+        if !buf.adj(ethernet::HEADER_LEN) {
+            return self.drop_pkt(DropReason::Truncated, buf);
+        }
+        self.stage(io, cx, buf, Origin::Lan { port, reply: to_gateway });
+    }
+
     /// Cleartext from a LAN port (Ethernet header still on); `to_gateway`: addressed to the
     /// gateway itself (only a NAT reply may pass).
     fn outbound<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, mut buf: B, to_gateway: bool) {
         if !buf.adj(ethernet::HEADER_LEN) {
             return self.drop_pkt(DropReason::Truncated, buf);
         }
+        self.lan_ip(io, cx, port, buf, to_gateway);
+    }
+
+    /// An IP packet from a LAN port: a tracked flow's reply is translated back, then routed.
+    fn lan_ip<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, mut buf: B, to_gateway: bool) {
         let reply = match self.fw_reply(cx.pol, buf.data_mut(), to_gateway) {
             Ok(r) => r,
             Err(r) => return self.drop_pkt(r, buf),
