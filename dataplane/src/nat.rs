@@ -471,6 +471,8 @@ struct L4 {
     tcp_flags: u8,
 }
 
+const IKE_PORT: u16 = 500;
+const NATT_PORT: u16 = 4500;
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -927,6 +929,12 @@ impl ConnTable {
         let start = h.rotate_left(16) % n;
         for t in 0..self.cfg.max_port_tries.min(n) {
             let port = lo + ((start + t) % n) as u16;
+            // The NAT address is the gateway's own: a reply to port 500 or 4500 there would be
+            // taken for IKE or ESP in UDP (RFC 3948), so those are never handed out (ICMP ids
+            // are not ports and may take any value).
+            if fwd.proto != ip_proto::ICMP && (port == IKE_PORT || port == NATT_PORT) {
+                continue;
+            }
             if let (Some(s), Some(b)) = (&self.cfg.steer, base) {
                 if !s.accepts(b, port) {
                     continue;
