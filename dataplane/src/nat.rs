@@ -253,6 +253,19 @@ impl NatCounters {
     }
 }
 
+/// A packet's flow parsed and hashed once ([`ConnTable::parse_outbound`],
+/// [`ConnTable::parse_reply`]): prefetch with it ([`ConnTable::prefetch`]), then translate with
+/// it ([`ConnTable::admit_parsed`], [`ConnTable::reply_parsed`]) — the packet's addresses and
+/// ports must not change in between.
+#[derive(Clone, Copy, Debug)]
+pub struct Parsed {
+    l4: L4,
+    /// The forward (outbound) or reply hash; 0 for an untracked protocol.
+    hash: u32,
+    tunnel: u32,
+    reply: bool,
+}
+
 /// Which memory [`ConnTable::prefetch_outbound`] / [`ConnTable::prefetch_reply`] pull into the
 /// cache: first the index slot, then (a pass later, once the slot is cached) the entry it
 /// points to.
@@ -800,15 +813,50 @@ impl ConnTable {
         base: &FlowKey,
         nat_addr: Ipv4Addr,
     ) -> Result<Admit, NatError> {
+        let p = self.parse_outbound(tunnel, pkt)?;
+        self.admit_parsed(now, &p, pkt, set, base, nat_addr)
+    }
+
+    /// Parses (and hashes) a decrypted packet from `tunnel` for [`ConnTable::admit_parsed`];
+    /// refusals (malformed, fragment) are counted here.
+    #[inline]
+    pub fn parse_outbound(&self, tunnel: u32, pkt: &[u8]) -> Result<Parsed, NatError> {
         let l4 = match parse_any(pkt) {
             Ok(l4) => l4,
             Err(e) => return self.refuse(e),
         };
+        let hash = if l4.trackable() { l4.fwd(tunnel).hash(self.cfg.seed) } else { 0 };
+        Ok(Parsed { l4, hash, tunnel, reply: false })
+    }
+
+    /// Starts loading the index slot ([`Prefetch::Index`]) or, a pass later, the entry
+    /// ([`Prefetch::Entry`]) a parsed packet will use.
+    #[inline]
+    pub fn prefetch(&self, p: &Parsed, stage: Prefetch) {
+        if p.reply {
+            self.prefetch_hash(&self.rev, p.hash, stage);
+        } else if p.l4.trackable() {
+            self.prefetch_hash(&self.fwd, p.hash, stage);
+        }
+    }
+
+    /// [`ConnTable::admit`] for a packet parsed by [`ConnTable::parse_outbound`].
+    #[inline]
+    pub fn admit_parsed(
+        &mut self,
+        now: u64,
+        p: &Parsed,
+        pkt: &mut [u8],
+        set: &PolicySet,
+        base: &FlowKey,
+        nat_addr: Ipv4Addr,
+    ) -> Result<Admit, NatError> {
+        let l4 = p.l4;
         if !l4.trackable() {
             return self.admit_untracked(&l4, set, base);
         }
-        let fwd = l4.fwd(tunnel);
-        let h = fwd.hash(self.cfg.seed);
+        let fwd = l4.fwd(p.tunnel);
+        let h = p.hash;
         let entries = &self.entries;
         let found = self.fwd.find(h, |e| entries[e as usize].fwd == fwd).map(|(_, e)| e);
         let mut new_flow = false;
@@ -951,18 +999,40 @@ impl ConnTable {
     /// Translates a reply arriving from the LAN back to the client and says which tunnel it
     /// belongs to.
     pub fn reply(&mut self, now: u64, pkt: &mut [u8]) -> Result<Reply, NatError> {
+        let p = self.parse_reply(pkt)?;
+        self.reply_parsed(now, &p, pkt)
+    }
+
+    /// Parses (and hashes) a packet from the LAN for [`ConnTable::reply_parsed`]; refusals
+    /// are counted here.
+    #[inline]
+    pub fn parse_reply(&self, pkt: &[u8]) -> Result<Parsed, NatError> {
         let l4 = match parse(pkt) {
             Ok(l4) => l4,
             Err(e) => return self.refuse(e),
         };
-        let (sport, dport) = match (l4.proto, l4.icmp_type) {
-            (ip_proto::ICMP, ICMP_ECHO_REPLY) => (0, l4.sport),
-            (ip_proto::ICMP, _) => return self.refuse(NatError::Unsupported),
-            _ => (l4.sport, l4.dport),
-        };
-        let rev = Rev { src: l4.src, dst: l4.dst, sport, dport, proto: l4.proto };
+        if l4.proto == ip_proto::ICMP && l4.icmp_type != ICMP_ECHO_REPLY {
+            return self.refuse(NatError::Unsupported);
+        }
+        let hash = Self::rev_of(&l4).hash(self.cfg.seed);
+        Ok(Parsed { l4, hash, tunnel: 0, reply: true })
+    }
+
+    /// The reply tuple of a packet from the LAN (ICMP: the echo id is the destination "port").
+    #[inline]
+    fn rev_of(l4: &L4) -> Rev {
+        let (sport, dport) = if l4.proto == ip_proto::ICMP { (0, l4.sport) } else { (l4.sport, l4.dport) };
+        Rev { src: l4.src, dst: l4.dst, sport, dport, proto: l4.proto }
+    }
+
+    /// [`ConnTable::reply`] for a packet parsed by [`ConnTable::parse_reply`].
+    #[inline]
+    pub fn reply_parsed(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<Reply, NatError> {
+        let l4 = p.l4;
+        let rev = Self::rev_of(&l4);
+        let dport = rev.dport;
         let entries = &self.entries;
-        let e = match self.rev.find(rev.hash(self.cfg.seed), |e| entries[e as usize].rev() == rev) {
+        let e = match self.rev.find(p.hash, |e| entries[e as usize].rev() == rev) {
             Some((_, e)) if self.entries[e as usize].expires > now => e,
             Some((_, e)) => {
                 self.remove(e);

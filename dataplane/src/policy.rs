@@ -699,6 +699,22 @@ impl PolicySet {
         }
     }
 
+    /// Adds `packets`, `bytes` and `hits` at once to the verdict's policy (a worker's tally of
+    /// one poll: one atomic add per counter instead of one per packet). A verdict of another
+    /// set counts nothing.
+    pub fn add(&self, v: &Verdict, packets: u64, bytes: u64, hits: u64) {
+        if v.stamp != self.stamp {
+            return;
+        }
+        if let Some(c) = self.counters.get(usize::from(v.slot)) {
+            c.packets.fetch_add(packets, Ordering::Relaxed);
+            c.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if hits != 0 {
+                c.hits.fetch_add(hits, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The policies in order, then the implicit deny (id 0), with their counters.
     pub fn policies(&self) -> impl Iterator<Item = PolicyInfo> + '_ {
         self.rules

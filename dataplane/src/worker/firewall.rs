@@ -35,7 +35,8 @@
 //! entries are prefetched together and the packets go through policy, NAT and tx in order.
 //! The misses of a burst overlap instead of adding up.
 //!
-//! Policy counters are relaxed atomics in the set; NAT counters and the connection table are
+//! Policy counters are relaxed atomics in the set, added to once per poll from a small
+//! per-worker tally; NAT counters and the connection table are
 //! the worker's own. Connection entries expire by per-protocol timeouts; the worker sweeps a
 //! bounded number of them every poll, so a full table never stalls it.
 
@@ -43,8 +44,8 @@ use core::net::Ipv4Addr;
 
 use crate::buf::PacketBuf;
 use crate::esp::DropReason;
-use crate::nat::{self, Admit, ConnTable, NatConfig, NatError, Prefetch};
-use crate::policy::{FlowKey, GroupMask, IfIndex, PolicySet};
+use crate::nat::{self, Admit, ConnTable, NatConfig, NatError, Parsed, Prefetch};
+use crate::policy::{FlowKey, GroupMask, IfIndex, PolicySet, Verdict};
 use crate::port::PacketIo;
 
 use super::{Cx, State};
@@ -76,6 +77,39 @@ pub(super) struct Firewall {
     port_if: Box<[IfIndex]>,
     tick_ns: u64,
     sweep_budget: usize,
+    tally: Tally,
+}
+
+/// Policy counts of one poll, added to the set's shared counters once at the end of the poll:
+/// a locked add per packet and counter would cost more than the lookup it counts. A burst
+/// usually hits few policies, so a handful of slots does; a further policy flushes the tally.
+#[derive(Default)]
+struct Tally {
+    rows: arrayvec::ArrayVec<(Verdict, u64, u64, u64), 8>,
+}
+
+impl Tally {
+    #[inline]
+    fn add(&mut self, pol: &PolicySet, v: Verdict, bytes: u32, hit: bool) {
+        let (b, h) = (u64::from(bytes), u64::from(hit));
+        if let Some(r) = self.rows.iter_mut().find(|r| r.0 == v) {
+            r.1 += 1;
+            r.2 += b;
+            r.3 += h;
+            return;
+        }
+        if self.rows.is_full() {
+            self.flush(pol);
+        }
+        // Not full: flushed above if it was.
+        let _ = self.rows.try_push((v, 1, b, h));
+    }
+
+    fn flush(&mut self, pol: &PolicySet) {
+        for (v, p, b, h) in self.rows.drain(..) {
+            pol.add(&v, p, b, h);
+        }
+    }
 }
 
 impl Firewall {
@@ -91,6 +125,15 @@ impl Firewall {
             port_if: port_if.into_boxed_slice(),
             tick_ns: cfg.tick_ns.max(1),
             sweep_budget: cfg.sweep_budget,
+            tally: Tally::default(),
+        }
+    }
+
+    /// Adds the poll's policy counts to the set (end of every poll, with the poll's set).
+    #[inline]
+    pub(super) fn flush_counts(&mut self, pol: &PolicySet) {
+        if !self.tally.rows.is_empty() {
+            self.tally.flush(pol);
         }
     }
 
@@ -118,6 +161,8 @@ pub(super) struct FromTunnel {
     pub(super) groups: GroupMask,
     /// Connection-table tunnel id.
     pub(super) conn: u32,
+    /// The packet's flow, parsed and hashed when it was parked (`None`: not parked).
+    pub(super) flow: Option<Result<Parsed, NatError>>,
 }
 
 /// Where a packet entering `route_inner` came from.
@@ -133,6 +178,9 @@ pub(super) enum Origin {
 pub(super) struct Staged<B> {
     buf: B,
     origin: Origin,
+    /// For a LAN packet: its reply tuple, parsed and hashed (tunnel packets carry theirs in
+    /// the origin).
+    flow: Option<Result<Parsed, NatError>>,
 }
 
 fn base_key(in_if: IfIndex, out_if: IfIndex, groups: GroupMask) -> FlowKey {
@@ -177,17 +225,23 @@ impl<B: PacketBuf + Send> State<B> {
         let base = base_key(t.if_index, fw.if_of(out_port), t.groups);
         let now = fw.now(self.clock.now());
         let len = pkt.len() as u32;
-        match fw.nat.admit(now, t.conn, pkt, pol, &base, nat_addr) {
+        let admitted = match t.flow {
+            Some(Ok(p)) => fw.nat.admit_parsed(now, &p, pkt, pol, &base, nat_addr),
+            // Refused (and counted) when it was parked.
+            Some(Err(e)) => Err(e),
+            None => fw.nat.admit(now, t.conn, pkt, pol, &base, nat_addr),
+        };
+        match admitted {
             Ok(Admit::Tracked { verdict, new_flow }) => {
-                pol.count(&verdict, len, new_flow);
+                fw.tally.add(pol, verdict, len, new_flow);
                 Ok(())
             }
             Ok(Admit::Untracked(v)) => {
-                pol.count(&v, len, false);
+                fw.tally.add(pol, v, len, false);
                 Ok(())
             }
             Ok(Admit::Denied(v)) => {
-                pol.count(&v, len, true);
+                fw.tally.add(pol, v, len, true);
                 Err(DropReason::PolicyDenied)
             }
             Err(e) => Err(nat_drop(e)),
@@ -198,16 +252,27 @@ impl<B: PacketBuf + Send> State<B> {
     /// `Ok(true)`: it was (and goes to the client's tunnel without a policy check);
     /// `Ok(false)`: no entry. `to_gateway`: addressed to the gateway, so it must be a reply.
     #[inline]
-    pub(super) fn fw_reply(&mut self, pol: &PolicySet, pkt: &mut [u8], to_gateway: bool) -> Result<bool, DropReason> {
+    pub(super) fn fw_reply(
+        &mut self,
+        pol: &PolicySet,
+        pkt: &mut [u8],
+        to_gateway: bool,
+        flow: Option<Result<Parsed, NatError>>,
+    ) -> Result<bool, DropReason> {
         let Some(fw) = self.fw.as_mut() else {
             return if to_gateway { Err(DropReason::Unhandled) } else { Ok(false) };
         };
         let now = fw.now(self.clock.now());
         let len = pkt.len() as u32;
-        match fw.nat.reply(now, pkt) {
+        let replied = match flow {
+            Some(Ok(p)) => fw.nat.reply_parsed(now, &p, pkt),
+            Some(Err(e)) => Err(e),
+            None => fw.nat.reply(now, pkt),
+        };
+        match replied {
             Ok(r) => {
-                if let Some(v) = r.verdict {
-                    pol.count(&v, len, false);
+                if let Some(v) = r.verdict.filter(|v| v.is_from(pol)) {
+                    fw.tally.add(pol, v, len, false);
                 }
                 Ok(true)
             }
@@ -220,22 +285,20 @@ impl<B: PacketBuf + Send> State<B> {
     /// A check without state (LAN-initiated traffic into a tunnel, tunnel to tunnel).
     #[inline]
     pub(super) fn fw_check(
-        &self,
+        &mut self,
         pol: &PolicySet,
         in_if: IfIndex,
         out_if: IfIndex,
         groups: GroupMask,
         pkt: &[u8],
     ) -> Result<(), DropReason> {
-        if self.fw.is_none() {
-            return Ok(());
-        }
+        let Some(fw) = self.fw.as_mut() else { return Ok(()) };
         let key = match nat::flow_key(pkt, &base_key(in_if, out_if, groups)) {
             Ok(k) => k,
             Err(e) => return Err(nat_drop(e)),
         };
         let v = pol.lookup(&key);
-        pol.count(&v, pkt.len() as u32, false);
+        fw.tally.add(pol, v, pkt.len() as u32, false);
         if v.accepts() {
             Ok(())
         } else {
@@ -246,18 +309,31 @@ impl<B: PacketBuf + Send> State<B> {
     /// Parks a packet for the burst's firewall stage and starts loading its connection-index
     /// slot; runs the stage first when the park is full.
     #[inline]
-    pub(super) fn stage<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, buf: B, origin: Origin) {
+    pub(super) fn stage<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, buf: B, mut origin: Origin) {
         if self.staged.is_full() {
             self.run_staged(io, cx);
         }
-        if let Some(fw) = self.fw.as_ref() {
-            match origin {
-                Origin::Tunnel(t) => fw.nat.prefetch_outbound(t.conn, buf.data(), Prefetch::Index),
-                Origin::Lan { .. } => fw.nat.prefetch_reply(buf.data(), Prefetch::Index),
+        let Some(fw) = self.fw.as_ref() else { return self.drop_pkt(DropReason::Unhandled, buf) };
+        // Parse and hash once: the prefetches and the translation use the result.
+        let mut flow = None;
+        match &mut origin {
+            Origin::Tunnel(t) => {
+                let f = fw.nat.parse_outbound(t.conn, buf.data());
+                if let Ok(p) = &f {
+                    fw.nat.prefetch(p, Prefetch::Index);
+                }
+                t.flow = Some(f);
+            }
+            Origin::Lan { .. } => {
+                let f = fw.nat.parse_reply(buf.data());
+                if let Ok(p) = &f {
+                    fw.nat.prefetch(p, Prefetch::Index);
+                }
+                flow = Some(f);
             }
         }
         // Not full: it was emptied above if it was.
-        let _ = self.staged.try_push(Staged { buf, origin });
+        let _ = self.staged.try_push(Staged { buf, origin, flow });
     }
 
     /// The firewall stage: prefetch every parked packet's entry, then forward them in order.
@@ -267,9 +343,12 @@ impl<B: PacketBuf + Send> State<B> {
         }
         if let Some(fw) = self.fw.as_ref() {
             for s in &self.staged {
-                match s.origin {
-                    Origin::Tunnel(t) => fw.nat.prefetch_outbound(t.conn, s.buf.data(), Prefetch::Entry),
-                    Origin::Lan { .. } => fw.nat.prefetch_reply(s.buf.data(), Prefetch::Entry),
+                let flow = match &s.origin {
+                    Origin::Tunnel(t) => &t.flow,
+                    Origin::Lan { .. } => &s.flow,
+                };
+                if let Some(Ok(p)) = flow {
+                    fw.nat.prefetch(p, Prefetch::Entry);
                 }
             }
         }
@@ -278,7 +357,7 @@ impl<B: PacketBuf + Send> State<B> {
             match s.origin {
                 Origin::Tunnel(_) => self.route_inner(io, cx, s.buf, s.origin),
                 // `reply` carries "addressed to the gateway" while parked.
-                Origin::Lan { port, reply } => self.lan_ip(io, cx, port, s.buf, reply),
+                Origin::Lan { port, reply } => self.lan_ip(io, cx, port, s.buf, reply, s.flow),
             }
         }
     }

@@ -590,6 +590,7 @@ impl<P: PacketIo> Worker<P> {
             st.flush_all(io);
         }
         if let Some(fw) = st.fw.as_mut() {
+            fw.flush_counts(pol);
             fw.sweep(st.clock.now());
         }
         st.shared.stats.add(Counter::Polls, 1);
@@ -733,7 +734,11 @@ impl<B: PacketBuf + Send> State<B> {
                     news[1] = Some(Event::Sa { spi: loc.spi, dir: Direction::Inbound, event });
                 }
                 let t = entry.tunnel;
-                (slot, news, FromTunnel { if_index: t.if_index, groups: t.groups, conn: t.conn_id.unwrap_or(slot) })
+                (
+                    slot,
+                    news,
+                    FromTunnel { if_index: t.if_index, groups: t.groups, conn: t.conn_id.unwrap_or(slot), flow: None },
+                )
             }
         };
         self.shared.touch(slot, now);
@@ -781,12 +786,20 @@ impl<B: PacketBuf + Send> State<B> {
         if !buf.adj(ethernet::HEADER_LEN) {
             return self.drop_pkt(DropReason::Truncated, buf);
         }
-        self.lan_ip(io, cx, port, buf, to_gateway);
+        self.lan_ip(io, cx, port, buf, to_gateway, None);
     }
 
     /// An IP packet from a LAN port: a tracked flow's reply is translated back, then routed.
-    fn lan_ip<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, mut buf: B, to_gateway: bool) {
-        let reply = match self.fw_reply(cx.pol, buf.data_mut(), to_gateway) {
+    fn lan_ip<P: PacketIo<Buf = B>>(
+        &mut self,
+        io: &mut P,
+        cx: Cx<'_, '_>,
+        port: u16,
+        mut buf: B,
+        to_gateway: bool,
+        flow: Option<Result<crate::nat::Parsed, crate::nat::NatError>>,
+    ) {
+        let reply = match self.fw_reply(cx.pol, buf.data_mut(), to_gateway, flow) {
             Ok(r) => r,
             Err(r) => return self.drop_pkt(r, buf),
         };
