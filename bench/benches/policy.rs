@@ -417,6 +417,9 @@ mod worker_path {
         if firewall {
             let mut fw = FirewallConfig::new(vec![(WAN, 0), (LAN, 1)]);
             fw.nat = NatConfig { capacity: 131_072, per_tunnel: 131_072, tunnels: 4096, ..NatConfig::default() };
+            if let Some(b) = std::env::var("DIALGATE_BENCH_SWEEP").ok().and_then(|v| v.parse().ok()) {
+                fw.sweep_budget = b;
+            }
             cfg.firewall = Some(fw);
             control.policy.store(PolicySet::compile(&policies(), 3, None).unwrap());
         }

@@ -472,8 +472,8 @@ impl Index {
 #[derive(Clone, Copy, Debug)]
 struct L4 {
     proto: u8,
-    /// Offset of the L4 header.
-    off: usize,
+    /// Offset of the L4 header (at most 60: IHL is 4 bits of 32-bit words).
+    off: u8,
     src: u32,
     dst: u32,
     /// Source port, or ICMP id.
@@ -548,7 +548,7 @@ fn parse_any(pkt: &[u8]) -> Result<L4, NatError> {
     let be = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
     let proto = ip.next_header();
-    let mut r = L4 { proto, off, src, dst, sport: 0, dport: 0, icmp_type: 0, tcp_flags: 0 };
+    let mut r = L4 { proto, off: off as u8, src, dst, sport: 0, dport: 0, icmp_type: 0, tcp_flags: 0 };
     match proto {
         ip_proto::TCP if l4.len() >= 20 => {
             (r.sport, r.dport, r.tcp_flags) = (be(0), be(2), l4[13]);
@@ -588,8 +588,11 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 
 /// Rewrites the source (`is_src`) or destination address and port of a parsed packet.
 fn rewrite(pkt: &mut [u8], l4: &L4, is_src: bool, addr: u32, port: u16) {
-    let (old_addr, old_port, addr_at, port_at) =
-        if is_src { (l4.src, l4.sport, 12, l4.off) } else { (l4.dst, l4.dport, 16, l4.off + 2) };
+    let (old_addr, old_port, addr_at, port_at) = if is_src {
+        (l4.src, l4.sport, 12, usize::from(l4.off))
+    } else {
+        (l4.dst, l4.dport, 16, usize::from(l4.off) + 2)
+    };
     let mut ipd = Delta(0);
     ipd.addr(old_addr, addr);
     put16(pkt, 10, ipd.apply(get16(pkt, 10)));
@@ -599,12 +602,12 @@ fn rewrite(pkt: &mut [u8], l4: &L4, is_src: bool, addr: u32, port: u16) {
         ip_proto::TCP => {
             l4d.addr(old_addr, addr);
             l4d.word(old_port, port);
-            let at = l4.off + 16;
+            let at = usize::from(l4.off) + 16;
             put16(pkt, at, l4d.apply(get16(pkt, at)));
             put16(pkt, port_at, port);
         }
         ip_proto::UDP => {
-            let at = l4.off + 6;
+            let at = usize::from(l4.off) + 6;
             let hc = get16(pkt, at);
             // RFC 768: a zero checksum means none was computed; it stays zero.
             if hc != 0 {
@@ -618,9 +621,9 @@ fn rewrite(pkt: &mut [u8], l4: &L4, is_src: bool, addr: u32, port: u16) {
         }
         _ => {
             // ICMP: no pseudo-header; the id (at offset 4 for echo) is the "port".
-            let id_at = l4.off + 4;
+            let id_at = usize::from(l4.off) + 4;
             l4d.word(get16(pkt, id_at), port);
-            let at = l4.off + 2;
+            let at = usize::from(l4.off) + 2;
             put16(pkt, at, l4d.apply(get16(pkt, at)));
             put16(pkt, id_at, port);
         }

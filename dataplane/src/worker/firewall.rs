@@ -333,7 +333,7 @@ impl<B: PacketBuf + Send> State<B> {
             }
         }
         // Not full: it was emptied above if it was.
-        let _ = self.staged.try_push(Staged { buf, origin, flow });
+        let _ = self.staged.try_push(Some(Staged { buf, origin, flow }));
     }
 
     /// The firewall stage: prefetch every parked packet's entry, then forward them in order.
@@ -342,7 +342,7 @@ impl<B: PacketBuf + Send> State<B> {
             return;
         }
         if let Some(fw) = self.fw.as_ref() {
-            for s in &self.staged {
+            for s in self.staged.iter().flatten() {
                 let flow = match &s.origin {
                     Origin::Tunnel(t) => &t.flow,
                     Origin::Lan { .. } => &s.flow,
@@ -352,14 +352,16 @@ impl<B: PacketBuf + Send> State<B> {
                 }
             }
         }
-        let parked = self.staged.take();
-        for s in parked {
+        // One packet moved out at a time (no copy of the whole park), in arrival order.
+        for i in 0..self.staged.len() {
+            let Some(s) = self.staged.get_mut(i).and_then(Option::take) else { continue };
             match s.origin {
                 Origin::Tunnel(_) => self.route_inner(io, cx, s.buf, s.origin),
                 // `reply` carries "addressed to the gateway" while parked.
                 Origin::Lan { port, reply } => self.lan_ip(io, cx, port, s.buf, reply, s.flow),
             }
         }
+        self.staged.clear();
     }
 
     /// The policy interface of a port (for the LAN side of a stateless check).

@@ -448,7 +448,7 @@ struct State<B> {
     polls: u64,
     fw: Option<Firewall>,
     /// Packets waiting for the firewall stage of the current burst (see `firewall`).
-    staged: arrayvec::ArrayVec<Staged<B>, { crate::port::BURST }>,
+    staged: arrayvec::ArrayVec<Option<Staged<B>>, { crate::port::BURST }>,
 }
 
 /// A poll-mode worker over any [`PacketIo`].
