@@ -15,8 +15,18 @@
 //! by one worker vs. shared behind a mutex (uncontended, and two threads contending) — the
 //! measurement behind choosing per-worker tables.
 //!
+//! Then the whole worker (`worker_path`): two workers over in-memory ports, one without a
+//! firewall and one with 100 policies and 100 000 established NAT flows, fed the same batches
+//! alternately — the acceptance measure (throughput on / throughput off, same run).
+//!
 //! Output: criterion statistics, then a table of interleaved medians with the ratio
-//! throughput(policy on) / throughput(policy off); also `target/policy-bench.json`.
+//! throughput(policy on) / throughput(policy off); also `target/policy-bench.json`; then the
+//! worker table and `target/policy-worker-bench.json`.
+//!
+//! Knobs (environment): `DIALGATE_POLICY_BENCH=worker` runs the worker comparison only;
+//! `DIALGATE_BENCH_PASSES` (default 2) passes over the 100 000 flows per case;
+//! `DIALGATE_BENCH_SPAN=N` sends to N flows only (cache-warm table, to separate misses from
+//! instructions); `DIALGATE_BENCH_SWEEP=N` sets the expiry sweep budget per poll.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;

@@ -9,6 +9,15 @@
 //!   the destination back and says which tunnel the packet belongs to.
 //! - Once per burst: [`ConnTable::sweep`] with a small budget removes expired entries; the work
 //!   per call is bounded, so a full table never stalls a worker.
+//! - With a firewall policy ([`crate::policy::PolicySet`]): [`ConnTable::admit`] does the
+//!   policy check and the translation in one lookup, caching the verdict in the entry so a
+//!   known flow skips the policy until the set is replaced. A worker that prefetches parses
+//!   once ([`ConnTable::parse_outbound`] / [`ConnTable::parse_reply`]), prefetches with the
+//!   result ([`ConnTable::prefetch`]) and translates with it ([`ConnTable::admit_parsed`] /
+//!   [`ConnTable::reply_parsed`]).
+//!
+//! NAT ports never include 500 and 4500: the NAT address is the gateway's own, where those
+//! ports are IKE and ESP in UDP.
 //!
 //! Time is a `u64` tick (nanoseconds by convention) passed in; nothing here reads a clock.
 //!
