@@ -183,6 +183,18 @@ pub(super) struct Staged<B> {
     flow: Option<Result<Parsed, NatError>>,
 }
 
+/// Packets between the index prefetch of a parked packet and its entry prefetch.
+const ENTRY_LAG: usize = 4;
+
+impl<B> Staged<B> {
+    fn flow(&self) -> &Option<Result<Parsed, NatError>> {
+        match &self.origin {
+            Origin::Tunnel(t) => &t.flow,
+            Origin::Lan { .. } => &self.flow,
+        }
+    }
+}
+
 fn base_key(in_if: IfIndex, out_if: IfIndex, groups: GroupMask) -> FlowKey {
     FlowKey {
         in_if,
@@ -334,6 +346,17 @@ impl<B: PacketBuf + Send> State<B> {
         }
         // Not full: it was emptied above if it was.
         let _ = self.staged.try_push(Some(Staged { buf, origin, flow }));
+        // The slot of a packet parked a few packets ago has arrived by now (decryption of the
+        // packets since took long enough): start loading its entry too, so that miss overlaps
+        // with the rest of the burst's work instead of waiting for the stage.
+        let n = self.staged.len();
+        if n > ENTRY_LAG {
+            if let (Some(fw), Some(Some(s))) = (self.fw.as_ref(), self.staged.get(n - 1 - ENTRY_LAG)) {
+                if let Some(Ok(p)) = s.flow() {
+                    fw.nat.prefetch(p, Prefetch::Entry);
+                }
+            }
+        }
     }
 
     /// The firewall stage: prefetch every parked packet's entry, then forward them in order.
@@ -342,12 +365,10 @@ impl<B: PacketBuf + Send> State<B> {
             return;
         }
         if let Some(fw) = self.fw.as_ref() {
-            for s in self.staged.iter().flatten() {
-                let flow = match &s.origin {
-                    Origin::Tunnel(t) => &t.flow,
-                    Origin::Lan { .. } => &s.flow,
-                };
-                if let Some(Ok(p)) = flow {
+            // The last few have not had their entry prefetched yet (the others are cheap again).
+            let from = self.staged.len().saturating_sub(ENTRY_LAG + 1);
+            for s in self.staged[from..].iter().flatten() {
+                if let Some(Ok(p)) = s.flow() {
                     fw.nat.prefetch(p, Prefetch::Entry);
                 }
             }
