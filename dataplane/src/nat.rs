@@ -248,6 +248,16 @@ pub struct NatCounters {
     pub live: AtomicU64,
 }
 
+/// Stores only a new value: an established flow's packets (same coarse time, same state) then
+/// read their entry without dirtying its cache line, so 100 000 flows do not turn every lookup
+/// into a later write-back.
+#[inline]
+fn set_if_changed<T: PartialEq>(slot: &mut T, v: T) {
+    if *slot != v {
+        *slot = v;
+    }
+}
+
 /// Single-writer increment: the owning worker is the only writer, so a plain load and store
 /// (no locked read-modify-write) is exact.
 #[inline]
@@ -794,10 +804,11 @@ impl ConnTable {
     fn forward(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) -> (u32, u16) {
         let ent = &mut self.entries[e as usize];
         if ent.fwd.proto == ip_proto::TCP {
-            ent.state = Self::tcp_state(ent.state, l4.tcp_flags);
+            let state = Self::tcp_state(ent.state, l4.tcp_flags);
+            set_if_changed(&mut ent.state, state);
         }
         let (addr, port, proto, state) = (ent.nat_addr, ent.nat_port, ent.fwd.proto, ent.state);
-        ent.expires = now.saturating_add(self.cfg.timeouts.of(proto, state));
+        set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
         if addr != l4.src || port != l4.sport {
             rewrite(pkt, l4, true, addr, port);
         }
@@ -920,7 +931,7 @@ impl ConnTable {
                 }
             }
         };
-        self.entries[e as usize].verdict = Some(verdict);
+        set_if_changed(&mut self.entries[e as usize].verdict, Some(verdict));
         self.forward(now, e, &l4, pkt);
         Ok(Admit::Tracked { verdict, new_flow })
     }
@@ -1054,13 +1065,14 @@ impl ConnTable {
             None => return self.refuse(NatError::NoEntry),
         };
         let ent = &mut self.entries[e as usize];
-        ent.state = match ent.fwd.proto {
+        let state = match ent.fwd.proto {
             ip_proto::TCP => Self::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags),
             _ => ESTABLISHED,
         };
+        set_if_changed(&mut ent.state, state);
         let (client, cport, tunnel, proto, state, verdict) =
             (ent.fwd.src, ent.fwd.sport, ent.fwd.tunnel, ent.fwd.proto, ent.state, ent.verdict);
-        ent.expires = now.saturating_add(self.cfg.timeouts.of(proto, state));
+        set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
         if client != l4.dst || cport != dport {
             // For ICMP, `rewrite` puts the port into the echo id.
             rewrite(pkt, &l4, false, client, cport);
