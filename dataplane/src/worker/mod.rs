@@ -19,6 +19,10 @@
 //!   → LAN tx;
 //! * cleartext from a LAN port: destination → outbound SA (pool slot by subtraction, else a
 //!   `Tunnel` route) → encap → route the outer destination → Ethernet → WAN tx;
+//! * with a firewall (`WorkerConfig::firewall`, see [`firewall`]): decrypted packets for a LAN
+//!   port and everything from a LAN port pass the policy set and the worker's connection table
+//!   (source NAT out, reverse NAT for replies addressed to the gateway) in a second stage of
+//!   the burst, after their connection entries have been prefetched;
 //!
 //! then flush the per-port tx bursts when full, every `drain_polls` iterations, or when an
 //! iteration received nothing. Unresolved next hops trigger an ARP request (at most one per
