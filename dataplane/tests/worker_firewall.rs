@@ -530,3 +530,29 @@ fn many_flows_in_full_bursts_keep_order_and_distinct_translations() {
     let want: std::collections::BTreeSet<u16> = (20000..20048).collect();
     assert_eq!(got, [want.clone(), want], "each client gets the replies of its own 48 flows");
 }
+
+#[test]
+fn idle_entries_expire_and_their_replies_stop() {
+    let mut f = fx();
+    f.send(0, &f.udp_from(0, 5000, 53, b"q"));
+    f.pump();
+    let out = f.lan_out();
+    assert_eq!(f.worker.conn_table().unwrap().len(), 1);
+    // Busy or idle, nothing expires before the UDP timeout (180 s; one tick is 1 s).
+    f.control.clock.set(100);
+    for _ in 0..64 {
+        f.worker.poll();
+    }
+    assert_eq!(f.worker.conn_table().unwrap().len(), 1);
+    // Past it, idle polls sweep the table (1 024 slots, 32 a sweep).
+    f.control.clock.set(200);
+    for _ in 0..40 {
+        f.worker.poll();
+    }
+    assert_eq!(f.worker.conn_table().unwrap().len(), 0, "swept");
+    assert_eq!(f.worker.conn_table().unwrap().counters().expired.load(std::sync::atomic::Ordering::Relaxed), 1);
+    f.server_sends(&udp_answer(&out[0], b"too late"));
+    f.pump();
+    assert!(f.wan_out().is_empty());
+    assert_eq!(f.drops(DropReason::Unhandled), 1);
+}

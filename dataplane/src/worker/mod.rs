@@ -595,7 +595,7 @@ impl<P: PacketIo> Worker<P> {
         }
         if let Some(fw) = st.fw.as_mut() {
             fw.flush_counts(pol);
-            fw.sweep(st.clock.now());
+            fw.sweep(st.clock.now(), n == 0);
         }
         st.shared.stats.add(Counter::Polls, 1);
         n
