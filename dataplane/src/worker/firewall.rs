@@ -160,7 +160,7 @@ impl Firewall {
     /// about a second at full load, far below the shortest timeout (60 s).
     pub(super) fn sweep(&mut self, tick: u32, idle: bool) {
         self.sweep_polls = self.sweep_polls.wrapping_add(1);
-        if idle || self.sweep_polls % BUSY_SWEEP_EVERY == 0 {
+        if idle || self.sweep_polls.is_multiple_of(BUSY_SWEEP_EVERY) {
             let now = self.now(tick);
             self.nat.sweep(now, self.sweep_budget);
         }
