@@ -15,8 +15,18 @@
 //! by one worker vs. shared behind a mutex (uncontended, and two threads contending) — the
 //! measurement behind choosing per-worker tables.
 //!
+//! Then the whole worker (`worker_path`): two workers over in-memory ports, one without a
+//! firewall and one with 100 policies and 100 000 established NAT flows, fed the same batches
+//! alternately — the acceptance measure (throughput on / throughput off, same run).
+//!
 //! Output: criterion statistics, then a table of interleaved medians with the ratio
-//! throughput(policy on) / throughput(policy off); also `target/policy-bench.json`.
+//! throughput(policy on) / throughput(policy off); also `target/policy-bench.json`; then the
+//! worker table and `target/policy-worker-bench.json`.
+//!
+//! Knobs (environment): `DIALGATE_POLICY_BENCH=worker` runs the worker comparison only;
+//! `DIALGATE_BENCH_PASSES` (default 2) passes over the 100 000 flows per case;
+//! `DIALGATE_BENCH_SPAN=N` sends to N flows only (cache-warm table, to separate misses from
+//! instructions); `DIALGATE_BENCH_SWEEP=N` sets the expiry sweep budget per poll.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -310,7 +320,340 @@ fn shared_vs_owned(case: &mut Case) -> (f64, f64, f64) {
     (owned, locked, contended)
 }
 
+/// The whole worker, policy off against policy + NAT on, in one run (interleaved per batch).
+///
+/// Two workers over in-memory ports, identical but for `WorkerConfig::firewall`: one client
+/// SA pair, 50 LAN servers, 100 000 UDP flows. With the firewall, the set holds 100 policies
+/// (the traffic matches the last, with `nat enable`) and the connection table the 100 000
+/// flows (created in a warm-up pass, so measured packets are established flows, as in steady
+/// state). Each batch of 512 frames (flows taken with a stride, so the table is touched all
+/// over) is fed to both workers, alternating which goes first; only `poll` is timed.
+/// Directions: open (ESP from the client → policy, NAT → LAN) and seal (the servers' replies →
+/// reverse NAT → ESP). Without the firewall the replies are addressed to the client's virtual
+/// address; with it, to the gateway's LAN address and the flow's NAT port.
+mod worker_path {
+    use std::hint::black_box;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+    use std::time::{Duration, Instant};
+
+    use dialgate_dataplane::buf::PacketBuf;
+    use dialgate_dataplane::esp::{Algorithm, Backend, DropReason, Transform};
+    use dialgate_dataplane::nat::NatConfig;
+    use dialgate_dataplane::policy::{
+        Action, AddrSet, GroupMask, IfMatch, PolicySet, PolicySpec, PortRange, ServiceEntry,
+    };
+    use dialgate_dataplane::port::mem::{MemBuf, MemConfig, MemIo, MemNet};
+    use dialgate_dataplane::port::{Burst, PacketIo};
+    use dialgate_dataplane::ring::Command;
+    use dialgate_dataplane::route::NextHop;
+    use dialgate_dataplane::sa::table::{InboundEntry, TunnelTag};
+    use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, Tunnel, UdpEncap};
+    use dialgate_dataplane::worker::{
+        frames, Counter, FirewallConfig, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig,
+    };
+
+    const WAN: u16 = 0;
+    const LAN: u16 = 1;
+    const SINK: u16 = 2;
+    const GW_WAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const GW_LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+    const ROUTER_MAC: [u8; 6] = [2, 0xee, 0, 0, 0, 0xfe];
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 212, 134, 200);
+    const CLIENT_SPI: u32 = 0xc1c1_0001;
+    const FLOWS: usize = 100_000;
+    const SERVERS: usize = 50;
+    const BATCH: usize = 512;
+    const DPORT: u16 = 5000;
+
+    fn server(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, 10 + (i % SERVERS) as u8)
+    }
+    fn server_mac(i: usize) -> [u8; 6] {
+        [2, 0xaa, 0, 0, 0, 10 + (i % SERVERS) as u8]
+    }
+    fn sport(i: usize) -> u16 {
+        1024 + (i / SERVERS) as u16
+    }
+
+    fn gcm(seed: u8) -> Transform {
+        let k: Vec<u8> = (0..20).map(|i| seed ^ i as u8).collect();
+        Transform::new(Algorithm::Aes128Gcm, Backend::AwsLc, &k, &[]).unwrap()
+    }
+
+    fn policies() -> Vec<PolicySpec> {
+        (1..=100u32)
+            .map(|id| {
+                let last = id == 100;
+                PolicySpec {
+                    id,
+                    src_if: IfMatch::List(vec![2]),
+                    dst_if: IfMatch::List(vec![1]),
+                    src: if last {
+                        AddrSet::prefix(Ipv4Addr::new(10, 212, 134, 0), 24)
+                    } else {
+                        AddrSet::prefix(Ipv4Addr::new(10, 200, id as u8, 0), 24)
+                    },
+                    dst: AddrSet::prefix(Ipv4Addr::new(10, 0, 0, 0), 24),
+                    services: vec![ServiceEntry::Udp {
+                        dst: PortRange::one(if last { DPORT } else { 1000 + id as u16 }),
+                        src: PortRange::ANY,
+                    }],
+                    action: Action::Accept,
+                    nat: true,
+                    groups: GroupMask::NONE,
+                }
+            })
+            .collect()
+    }
+
+    struct Rig {
+        net: MemNet,
+        worker: Worker<MemIo>,
+        sink: MemIo,
+        wan_mac: [u8; 6],
+        lan_mac: [u8; 6],
+        busy: Duration,
+    }
+
+    fn rig(firewall: bool) -> Rig {
+        let net = MemNet::new(&MemConfig { ports: 3, queues: 1, queue_depth: 2048, buffers: 4096, buf_size: 2176 });
+        net.patch(WAN, SINK);
+        net.patch(LAN, SINK);
+        let (mut control, mut links) = Plane::build::<MemBuf>(&PlaneConfig::default());
+        let ifs = vec![Interface::new(WAN, Role::Wan, GW_WAN), Interface::new(LAN, Role::Lan, GW_LAN)];
+        let mut cfg = WorkerConfig::new(ifs, 0);
+        if firewall {
+            let mut fw = FirewallConfig::new(vec![(WAN, 0), (LAN, 1)]);
+            fw.nat = NatConfig { capacity: 131_072, per_tunnel: 131_072, tunnels: 4096, ..NatConfig::default() };
+            if let Some(b) = std::env::var("DIALGATE_BENCH_SWEEP").ok().and_then(|v| v.parse().ok()) {
+                fw.sweep_budget = b;
+            }
+            cfg.firewall = Some(fw);
+            control.policy.store(PolicySet::compile(&policies(), 3, None).unwrap());
+        }
+        let mut worker = Worker::new(links.remove(0), cfg, net.io()).unwrap();
+        let spi = control.spis.allocate(0).unwrap();
+        assert_eq!(spi, client_spi_in());
+        let sa_in = InboundSa::new(spi, gcm(1), false, 1024, Lifetime::default());
+        let tag = TunnelTag { if_index: 2, groups: GroupMask::NONE, conn_id: None };
+        let _ = control.install_inbound(Box::new(InboundEntry::new(sa_in, IpAddr::V4(VIP), None).with_tunnel(tag)));
+        let t = Tunnel {
+            local: GW_WAN.into(),
+            remote: CLIENT.into(),
+            encap: Some(UdpEncap { local_port: 4500, remote_port: 61000 }),
+        };
+        let sa_out = OutboundSa::new(CLIENT_SPI, gcm(2), t, false, Lifetime::default()).with_if_index(2);
+        control.outbound.install_vip(VIP, sa_out).unwrap();
+        let mut cmds = vec![
+            Command::RouteAdd {
+                prefix: Ipv4Addr::UNSPECIFIED,
+                len: 0,
+                hop: NextHop::Gateway { port: WAN, via: ROUTER },
+            },
+            Command::RouteAdd { prefix: Ipv4Addr::new(10, 0, 0, 0), len: 24, hop: NextHop::Connected { port: LAN } },
+            Command::NeighbourAdd { port: WAN, ip: ROUTER, mac: ROUTER_MAC },
+        ];
+        cmds.extend((0..SERVERS).map(|i| Command::NeighbourAdd { port: LAN, ip: server(i), mac: server_mac(i) }));
+        for c in cmds {
+            assert!(control.command(0, c).is_ok());
+        }
+        for _ in 0..4 {
+            worker.poll();
+        }
+        assert_eq!(worker.stats().get(Counter::CommandsFailed), 0);
+        let io = net.io();
+        let (wan_mac, lan_mac) = (io.mac(WAN).unwrap(), io.mac(LAN).unwrap());
+        Rig { sink: net.io(), net, worker, wan_mac, lan_mac, busy: Duration::ZERO }
+    }
+
+    /// Both rigs allocate the first SPI of worker 0.
+    fn client_spi_in() -> u32 {
+        let (mut c, _) = Plane::build::<MemBuf>(&PlaneConfig::default());
+        c.spis.allocate(0).unwrap()
+    }
+
+    impl Rig {
+        /// Feeds `frames` on `port` and polls until they are through; returns the time taken.
+        fn run(&mut self, port: u16, frames: &[Vec<u8>], timed: bool) -> Duration {
+            for f in frames {
+                assert!(self.net.inject(port, 0, f));
+            }
+            let t0 = Instant::now();
+            while self.net.rx_pending(port, 0) > 0 {
+                black_box(self.worker.poll());
+            }
+            self.worker.poll();
+            let dt = t0.elapsed();
+            if timed {
+                self.busy += dt;
+            }
+            dt
+        }
+
+        /// Frames that left the worker (into the sink).
+        fn drain(&mut self, keep: bool) -> Vec<Vec<u8>> {
+            let mut out = Vec::new();
+            let mut b: Burst<MemBuf> = Burst::new();
+            while self.sink.rx_burst(SINK, 0, &mut b) > 0 {
+                if keep {
+                    out.extend(b.iter().map(|m| m.data().to_vec()));
+                }
+                b.clear();
+            }
+            out
+        }
+    }
+
+    fn inner(i: usize, size: usize) -> Vec<u8> {
+        let mut payload = vec![0x5a; size.max(32) - 28];
+        payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        frames::ipv4_udp(SocketAddrV4::new(VIP, sport(i)), SocketAddrV4::new(server(i), DPORT), 64, &payload)
+    }
+
+    /// One measured case.
+    #[derive(Debug, Clone)]
+    pub(super) struct Row {
+        pub(super) dir: &'static str,
+        pub(super) size: usize,
+        pub(super) off_ns: f64,
+        pub(super) on_ns: f64,
+        /// Median over batches of (off time / on time) of the same batch.
+        pub(super) median_ratio: f64,
+    }
+
+    /// Runs every case; `passes` times through the 100 000 flows per case.
+    pub(super) fn run(sizes: &[usize], passes: usize) -> Vec<Row> {
+        let mut off = rig(false);
+        let mut on = rig(true);
+        let ct = Tunnel {
+            local: CLIENT.into(),
+            remote: GW_WAN.into(),
+            encap: Some(UdpEncap { local_port: 61000, remote_port: 4500 }),
+        };
+        let client = OutboundSa::new(client_spi_in(), gcm(1), ct, false, Lifetime::default());
+        let seal = |rig: &Rig, i: usize, size: usize| {
+            frames::seal_frame(&client, rig.wan_mac, ROUTER_MAC, &inner(i, size)).unwrap()
+        };
+        // Warm-up: every flow once through the firewall worker; learn each flow's NAT port.
+        let mut nat_port = vec![0u16; FLOWS];
+        for chunk in (0..FLOWS).collect::<Vec<_>>().chunks(BATCH) {
+            let batch: Vec<Vec<u8>> = chunk.iter().map(|&i| seal(&on, i, 64)).collect();
+            on.run(WAN, &batch, false);
+            off.run(WAN, &batch, false);
+            off.drain(false);
+            for f in on.drain(true) {
+                let ip = &f[14..];
+                let l4 = &ip[usize::from(ip[0] & 0x0f) * 4..];
+                let i = u32::from_be_bytes([l4[8], l4[9], l4[10], l4[11]]) as usize;
+                nat_port[i] = u16::from_be_bytes([l4[0], l4[1]]);
+            }
+        }
+        assert_eq!(on.worker.conn_table().unwrap().len(), FLOWS, "every flow has its entry");
+        assert!(nat_port.iter().all(|&p| p != 0), "every flow came out translated");
+
+        let mut rows = Vec::new();
+        // `DIALGATE_BENCH_SPAN` limits the measured packets to that many flows (cache-warm
+        // table) to tell cache misses from instructions; the table still holds all of them.
+        let span =
+            std::env::var("DIALGATE_BENCH_SPAN").ok().and_then(|v| v.parse().ok()).unwrap_or(FLOWS).clamp(1, FLOWS);
+        let mut next = 0usize;
+        let mut flow = || {
+            next = (next + 7919) % span;
+            next
+        };
+        for &size in sizes {
+            for dir in ["open", "seal"] {
+                off.busy = Duration::ZERO;
+                on.busy = Duration::ZERO;
+                let batches = passes * FLOWS / BATCH;
+                let mut ratios = Vec::with_capacity(batches);
+                for b in 0..batches {
+                    let flows: Vec<usize> = (0..BATCH).map(|_| flow()).collect();
+                    let (port, f_off, f_on) = if dir == "open" {
+                        let fr: Vec<Vec<u8>> = flows.iter().map(|&i| seal(&on, i, size)).collect();
+                        (WAN, fr.clone(), fr)
+                    } else {
+                        let reply = |rig: &Rig, i: usize, to: SocketAddrV4| {
+                            let mut payload = vec![0x5a; size.max(32) - 28];
+                            payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                            let ip = frames::ipv4_udp(SocketAddrV4::new(server(i), DPORT), to, 64, &payload);
+                            frames::ethernet(rig.lan_mac, server_mac(i), 0x0800, &ip)
+                        };
+                        let f_off: Vec<Vec<u8>> =
+                            flows.iter().map(|&i| reply(&off, i, SocketAddrV4::new(VIP, sport(i)))).collect();
+                        let f_on: Vec<Vec<u8>> =
+                            flows.iter().map(|&i| reply(&on, i, SocketAddrV4::new(GW_LAN, nat_port[i]))).collect();
+                        (LAN, f_off, f_on)
+                    };
+                    // Alternate which worker goes first, so neither always runs on a warm cache.
+                    let (t_off, t_on) = if b % 2 == 0 {
+                        let a = off.run(port, &f_off, true);
+                        (a, on.run(port, &f_on, true))
+                    } else {
+                        let a = on.run(port, &f_on, true);
+                        (off.run(port, &f_off, true), a)
+                    };
+                    ratios.push(t_off.as_secs_f64() / t_on.as_secs_f64());
+                    off.drain(false);
+                    on.drain(false);
+                }
+                let n = (batches * BATCH) as f64;
+                ratios.sort_by(f64::total_cmp);
+                rows.push(Row {
+                    dir,
+                    size,
+                    off_ns: off.busy.as_nanos() as f64 / n,
+                    on_ns: on.busy.as_nanos() as f64 / n,
+                    median_ratio: ratios[ratios.len() / 2],
+                });
+            }
+        }
+        for (name, r) in [("off", &off), ("on", &on)] {
+            let drops: Vec<(DropReason, u64)> = r.worker.stats().nonzero_drops();
+            assert!(drops.is_empty(), "worker with policy {name} dropped packets: {drops:?}");
+        }
+        rows
+    }
+}
+
+/// The worker benchmark: prints the table and writes `target/policy-worker-bench.json`.
+fn worker_bench() {
+    let passes = std::env::var("DIALGATE_BENCH_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let rows = worker_path::run(&[64, 512, 1420], passes);
+    println!(
+        "\nworker, 100 policies + 100 000 NAT entries vs policy off (same run, interleaved batches of 512)\n{:<6} {:>6} {:>14} {:>14} {:>8} {:>14}",
+        "dir", "size", "off ns/pkt", "on ns/pkt", "ratio", "median ratio"
+    );
+    let mut json = String::from("{\n  \"worker\": [\n");
+    for (k, r) in rows.iter().enumerate() {
+        let ratio = r.off_ns / r.on_ns;
+        println!(
+            "{:<6} {:>6} {:>14.1} {:>14.1} {:>8.3} {:>14.3}",
+            r.dir, r.size, r.off_ns, r.on_ns, ratio, r.median_ratio
+        );
+        json.push_str(&format!(
+            "    {{\"direction\":\"{}\",\"size\":{},\"off_ns\":{:.1},\"on_ns\":{:.1},\"ratio\":{:.3},\"median_batch_ratio\":{:.3}}}{}\n",
+            r.dir,
+            r.size,
+            r.off_ns,
+            r.on_ns,
+            ratio,
+            r.median_ratio,
+            if k + 1 < rows.len() { "," } else { "" }
+        ));
+    }
+    json.push_str("  ]\n}\n");
+    let _ = std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"));
+    let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/policy-worker-bench.json"), json);
+}
+
 fn main() {
+    // `DIALGATE_POLICY_BENCH=worker` runs the whole-worker comparison only.
+    if std::env::var("DIALGATE_POLICY_BENCH").as_deref() == Ok("worker") {
+        return worker_bench();
+    }
     let mut crit = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(700))
@@ -416,5 +759,6 @@ fn main() {
     ));
     let _ = std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"));
     let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/policy-bench.json"), json);
+    worker_bench();
     crit.final_summary();
 }

@@ -7,20 +7,26 @@
 //!   interfaces the same way — build the map once and hand it to both.
 //! - [`GroupMap::from_config`] numbers user groups (`user group`, in order, at most 64); an
 //!   authenticated tunnel carries the [`GroupMask`] of its user's groups.
-//! - [`compile`] turns `firewall address`/`addrgrp`/`policy` and the predefined services into a
+//! - [`compile`] turns `firewall address`/`addrgrp`/`service custom`/`policy` and the
+//!   predefined services into a
 //!   [`PolicySet`] (counters carried over from `previous`), or lists every reason it cannot.
 //!   Disabled policies and policies on schedule `none` are left out; `srcaddr`/`dstaddr` groups
 //!   are expanded through nested `addrgrp`s (such as a split-include group).
+//! - [`tunnel_tag`] gives the tag an inbound SA carries (tunnel interface, user's groups), so
+//!   workers match `srcintf` and `set groups` for tunnels without `authusrgrp`.
 //! - [`policy_list`] prints `diagnose firewall policy list`: each policy with its counters,
 //!   then the implicit deny.
 
 use std::fmt::Write as _;
 
 use dialgate_dataplane::policy::{
-    predefined_service, Action, AddrSet, GroupMask, IfIndex, IfMatch, PolicyError, PolicySet, PolicySpec,
+    predefined_service, Action, AddrSet, GroupMask, IfIndex, IfMatch, PolicyError, PolicySet, PolicySpec, PortRange,
+    ServiceEntry,
 };
 
-use crate::config::{Config, PolicyAction};
+use dialgate_dataplane::sa::table::TunnelTag;
+
+use crate::config::{Config, PolicyAction, ServiceCustom, ServiceProtocol};
 
 /// Interface names (ports, then tunnels) and their data-plane indexes.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -89,6 +95,27 @@ impl GroupMap {
     }
 }
 
+/// The data plane's firewall tag for an inbound SA of phase-1 `tunnel` whose user
+/// authenticated as `user` (`None` without user authentication): the tunnel's interface index
+/// and the user's groups, set on the SA at install (`InboundEntry::with_tunnel`). With
+/// `set authusrgrp` the responder has already refused non-members; without it, these groups
+/// are what policies naming `set groups` match. `conn_id` should be stable for the client
+/// (its virtual address's pool offset) so NAT entries survive a CHILD_SA rekey.
+pub fn tunnel_tag(
+    cfg: &Config,
+    ifs: &InterfaceMap,
+    groups: &GroupMap,
+    tunnel: &str,
+    user: Option<&str>,
+    conn_id: Option<u32>,
+) -> TunnelTag {
+    TunnelTag {
+        if_index: ifs.index(tunnel).unwrap_or(IfIndex::MAX),
+        groups: user.map_or(GroupMask::NONE, |u| groups.of_user(cfg, u)),
+        conn_id,
+    }
+}
+
 /// Why a policy does not compile.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FirewallError {
@@ -113,7 +140,7 @@ pub enum FirewallError {
         name: String,
     },
     /// `service` names no service dialgate knows.
-    #[error("firewall policy {policy}: unknown service {name:?} (dialgate knows the predefined services only)")]
+    #[error("firewall policy {policy}: unknown service {name:?} (neither predefined nor a `firewall service custom`)")]
     UnknownService {
         /// Policy id.
         policy: u32,
@@ -172,6 +199,27 @@ fn addresses(cfg: &Config, policy: u32, key: &'static str, names: &[String], err
     AddrSet::from_ranges(ranges)
 }
 
+/// What a `firewall service custom` entry matches. SCTP ranges and the ICMP code are not
+/// matched by the data plane (it sees TCP, UDP, ICMP type and protocol numbers).
+pub fn custom_service(c: &ServiceCustom) -> Vec<ServiceEntry> {
+    let range = |(lo, hi): (u16, u16)| PortRange::new(lo, hi);
+    match c.protocol {
+        ServiceProtocol::TcpUdpSctp => c
+            .tcp_portrange
+            .iter()
+            .map(|p| ServiceEntry::Tcp { dst: range(p.dst), src: range(p.src) })
+            .chain(c.udp_portrange.iter().map(|p| ServiceEntry::Udp { dst: range(p.dst), src: range(p.src) }))
+            .collect(),
+        ServiceProtocol::Icmp => {
+            vec![ServiceEntry::Icmp { icmp_type: c.icmptype.and_then(|t| u8::try_from(t).ok()) }]
+        }
+        ServiceProtocol::Ip => match u8::try_from(c.protocol_number) {
+            Ok(0) | Err(_) => vec![ServiceEntry::Any],
+            Ok(n) => vec![ServiceEntry::Proto(n)],
+        },
+    }
+}
+
 /// The policy specs of `cfg` in evaluation order (disabled and `schedule none` policies left
 /// out), or every problem found.
 pub fn specs(cfg: &Config, ifs: &InterfaceMap, groups: &GroupMap) -> Result<Vec<PolicySpec>, Vec<FirewallError>> {
@@ -193,6 +241,12 @@ pub fn specs(cfg: &Config, ifs: &InterfaceMap, groups: &GroupMap) -> Result<Vec<
         let dst = addresses(cfg, id, "dstaddr", &p.dstaddr, &mut errs);
         let mut services = Vec::new();
         for s in &p.service {
+            // A custom entry of a predefined name replaces it, as in FortiOS (the predefined
+            // services are themselves `firewall service custom` entries there).
+            if let Some(c) = cfg.services.iter().find(|c| &c.name == s) {
+                services.extend(custom_service(c));
+                continue;
+            }
             match predefined_service(s) {
                 Some(e) => services.extend_from_slice(e),
                 None => errs.push(FirewallError::UnknownService { policy: id, name: s.clone() }),

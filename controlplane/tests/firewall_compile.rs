@@ -261,3 +261,129 @@ end
     // An empty set still denies by default.
     assert_eq!(PolicySet::deny_all().len(), 0);
 }
+
+const CUSTOM: &str = r#"
+config system interface
+    edit "wan1"
+        set ip 198.51.100.1 255.255.255.0
+    next
+    edit "Internal"
+        set ip 10.50.0.1 255.255.255.0
+    next
+end
+config firewall service custom
+    edit "app-ports"
+        set tcp-portrange 8000-8080 9443:1024-65535
+        set udp-portrange 5060
+    next
+    edit "echo-only"
+        set protocol ICMP
+        set icmptype 8
+    next
+    edit "gre"
+        set protocol IP
+        set protocol-number 47
+    next
+    edit "HTTPS"
+        set tcp-portrange 8443
+    next
+end
+config vpn ipsec phase1-interface
+    edit "Test-Dialup"
+        set type dynamic
+        set interface "wan1"
+        set ike-version 2
+        set psksecret "a-pre-shared-key"
+    next
+end
+config firewall policy
+    edit 1
+        set srcintf "Test-Dialup"
+        set dstintf "Internal"
+        set srcaddr "all"
+        set dstaddr "all"
+        set action accept
+        set schedule "always"
+        set service "app-ports" "echo-only" "gre" "HTTPS"
+        set nat enable
+    next
+end
+"#;
+
+#[test]
+fn custom_services_compile_with_port_ranges_icmp_types_and_protocols() {
+    let cfg = load_str(CUSTOM, "svc.conf").unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(cfg.services.len(), 4);
+    let ifs = InterfaceMap::from_config(&cfg);
+    let set = compile(&cfg, &ifs, &GroupMap::from_config(&cfg), None).unwrap();
+    let k = |proto: u8, sport: u16, dport: u16, icmp_type: u8| FlowKey {
+        in_if: ifs.index("Test-Dialup").unwrap(),
+        out_if: ifs.index("Internal").unwrap(),
+        proto,
+        src: Ipv4Addr::new(10, 40, 40, 3),
+        dst: Ipv4Addr::new(10, 50, 0, 9),
+        sport,
+        dport,
+        icmp_type,
+        groups: GroupMask::NONE,
+    };
+    let id = |key: FlowKey| set.lookup(&key).policy_id;
+    assert_eq!(id(k(6, 40000, 8000, 0)), 1);
+    assert_eq!(id(k(6, 40000, 8080, 0)), 1);
+    assert_eq!(id(k(6, 40000, 8081, 0)), 0, "past the range");
+    assert_eq!(id(k(6, 40000, 9443, 0)), 1, "source port in 1024-65535");
+    assert_eq!(id(k(6, 1000, 9443, 0)), 0, "source port below the range");
+    assert_eq!(id(k(17, 40000, 5060, 0)), 1);
+    assert_eq!(id(k(17, 40000, 8000, 0)), 0, "TCP ranges do not open UDP");
+    assert_eq!(id(k(1, 0, 0, 8)), 1, "echo request");
+    assert_eq!(id(k(1, 0, 0, 13)), 0, "other ICMP types");
+    assert_eq!(id(k(47, 0, 0, 0)), 1, "GRE by protocol number");
+    assert_eq!(id(k(6, 40000, 8443, 0)), 1, "a custom entry replaces the predefined HTTPS");
+    assert_eq!(id(k(6, 40000, 443, 0)), 0);
+    // `show` prints the ranges back in the form they were given, and that loads again.
+    let shown = cfg.show(&["firewall", "service", "custom"], false).unwrap();
+    assert!(shown.contains("set tcp-portrange 8000-8080 9443:1024-65535"), "{shown}");
+    assert!(shown.contains("set protocol ICMP") && shown.contains("set icmptype 8"), "{shown}");
+    let again = parse_str(&shown, "shown.conf").unwrap();
+    assert_eq!(again.services, cfg.services);
+}
+
+#[test]
+fn bad_custom_services_are_reported_with_positions() {
+    let with = |body: &str| CUSTOM.replace("        set udp-portrange 5060\n", body);
+    let e = load_str(&with("        set udp-portrange 70000\n"), "svc.conf").unwrap_err();
+    assert_eq!(e.len(), 1, "{e:#?}");
+    let s = e[0].to_string();
+    assert!(s.starts_with("svc.conf:13:27: ") && s.contains("invalid port range \"70000\""), "{s}");
+    let e = load_str(&with("        set udp-portrange 90-80\n"), "svc.conf").unwrap_err();
+    assert!(e[0].to_string().contains("80 is above") || e[0].to_string().contains("90 is above"), "{e:#?}");
+    let e = load_str(&CUSTOM.replace("set service \"app-ports\"", "set service \"app-port\""), "svc.conf").unwrap_err();
+    let s = e[0].to_string();
+    assert!(s.contains("unknown service \"app-port\"") && s.contains("app-ports"), "names the nearest: {s}");
+    let e =
+        load_str(&CUSTOM.replace("        set protocol IP\n", "        set protocol XTP\n"), "svc.conf").unwrap_err();
+    assert!(e[0].to_string().contains("TCP/UDP/SCTP ICMP IP"), "{e:#?}");
+    let no_ports = CUSTOM.replace("        set tcp-portrange 8443\n", "");
+    let e = load_str(&no_ports, "svc.conf").unwrap_err();
+    assert!(e[0].to_string().contains("\"HTTPS\": protocol TCP/UDP/SCTP needs"), "{e:#?}");
+    assert!(e[0].pos.is_some(), "positioned at the entry");
+}
+
+#[test]
+fn tunnel_tags_carry_the_tunnel_interface_and_the_users_groups() {
+    use dialgate_controlplane::firewall::tunnel_tag;
+    let cfg = load_str(CONF, "fw.conf").unwrap();
+    let ifs = InterfaceMap::from_config(&cfg);
+    let groups = GroupMap::from_config(&cfg);
+    let set = compile(&cfg, &ifs, &groups, None).unwrap();
+    let tag = tunnel_tag(&cfg, &ifs, &groups, "Test-Dialup", Some("bob"), Some(7));
+    assert_eq!((tag.if_index, tag.groups, tag.conn_id), (3, GroupMask(0b01), Some(7)));
+    // Test-Dialup has no authusrgrp: policy 1 (`groups VPN_Users`) admits bob through the tag.
+    let mut k = key([10, 50, 0, 9], 6, 443, "Internal", tag.groups, &ifs);
+    k.in_if = tag.if_index;
+    assert_eq!(set.lookup(&k).policy_id, 1);
+    let anon = tunnel_tag(&cfg, &ifs, &groups, "Test-Dialup", None, None);
+    k.groups = anon.groups;
+    assert_eq!(set.lookup(&k).policy_id, 0, "no user, no group policy");
+    assert_eq!(tunnel_tag(&cfg, &ifs, &groups, "nope", None, None).if_index, u16::MAX);
+}

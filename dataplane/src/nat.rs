@@ -9,6 +9,15 @@
 //!   the destination back and says which tunnel the packet belongs to.
 //! - Once per burst: [`ConnTable::sweep`] with a small budget removes expired entries; the work
 //!   per call is bounded, so a full table never stalls a worker.
+//! - With a firewall policy ([`crate::policy::PolicySet`]): [`ConnTable::admit`] does the
+//!   policy check and the translation in one lookup, caching the verdict in the entry so a
+//!   known flow skips the policy until the set is replaced. A worker that prefetches parses
+//!   once ([`ConnTable::parse_outbound`] / [`ConnTable::parse_reply`]), prefetches with the
+//!   result ([`ConnTable::prefetch`]) and translates with it ([`ConnTable::admit_parsed`] /
+//!   [`ConnTable::reply_parsed`]).
+//!
+//! NAT ports never include 500 and 4500: the NAT address is the gateway's own, where those
+//! ports are IKE and ESP in UDP.
 //!
 //! Time is a `u64` tick (nanoseconds by convention) passed in; nothing here reads a clock.
 //!
@@ -39,6 +48,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::policy::{FlowKey, PolicySet, Verdict};
 use crate::wire::{checksum, ip_proto, ipv4};
 
 /// Per-protocol idle timeouts, in ticks.
@@ -238,6 +248,16 @@ pub struct NatCounters {
     pub live: AtomicU64,
 }
 
+/// Stores only a new value: an established flow's packets (same coarse time, same state) then
+/// read their entry without dirtying its cache line, so 100 000 flows do not turn every lookup
+/// into a later write-back.
+#[inline]
+fn set_if_changed<T: PartialEq>(slot: &mut T, v: T) {
+    if *slot != v {
+        *slot = v;
+    }
+}
+
 /// Single-writer increment: the owning worker is the only writer, so a plain load and store
 /// (no locked read-modify-write) is exact.
 #[inline]
@@ -250,6 +270,19 @@ impl NatCounters {
     pub fn error(&self, e: NatError) -> u64 {
         self.errors[e as usize].load(Ordering::Relaxed)
     }
+}
+
+/// A packet's flow parsed and hashed once ([`ConnTable::parse_outbound`],
+/// [`ConnTable::parse_reply`]): prefetch with it ([`ConnTable::prefetch`]), then translate with
+/// it ([`ConnTable::admit_parsed`], [`ConnTable::reply_parsed`]) — the packet's addresses and
+/// ports must not change in between.
+#[derive(Clone, Copy, Debug)]
+pub struct Parsed {
+    l4: L4,
+    /// The forward (outbound) or reply hash; 0 for an untracked protocol.
+    hash: u32,
+    tunnel: u32,
+    reply: bool,
 }
 
 /// Which memory [`ConnTable::prefetch_outbound`] / [`ConnTable::prefetch_reply`] pull into the
@@ -293,6 +326,27 @@ pub struct Reply {
     pub tunnel: u32,
     /// The client address the reply is now addressed to.
     pub client: Ipv4Addr,
+    /// The verdict that admitted the flow ([`ConnTable::admit`]), to count the reply under the
+    /// same policy; `None` for entries made by [`ConnTable::outbound`].
+    pub verdict: Option<Verdict>,
+}
+
+/// What [`ConnTable::admit`] decided for a packet from a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Forward: the flow has an entry (translated with NAT, tracked without), so replies pass.
+    Tracked {
+        /// The policy that accepts the flow.
+        verdict: Verdict,
+        /// The packet created the entry (count a policy hit).
+        new_flow: bool,
+    },
+    /// Forward untracked: accepted without NAT, but a protocol the table cannot follow
+    /// (neither TCP, UDP nor ICMP echo); replies need a policy of their own.
+    Untracked(Verdict),
+    /// Drop: a deny policy or the implicit deny. An entry the flow had is removed, so its
+    /// replies stop too.
+    Denied(Verdict),
 }
 
 /// The flow as the client sent it.
@@ -320,7 +374,9 @@ const OPENING: u8 = 0;
 const ESTABLISHED: u8 = 1;
 const CLOSING: u8 = 2;
 
+/// One connection; a cache line each, so a lookup that reaches its entry costs one miss.
 #[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
 struct Entry {
     fwd: Fwd,
     nat_addr: u32,
@@ -328,6 +384,9 @@ struct Entry {
     state: u8,
     live: bool,
     expires: u64,
+    /// The verdict that admitted the flow, cached so a packet of a known flow skips the policy
+    /// lookup while the set that gave it is still the running one.
+    verdict: Option<Verdict>,
 }
 
 impl Entry {
@@ -432,8 +491,8 @@ impl Index {
 #[derive(Clone, Copy, Debug)]
 struct L4 {
     proto: u8,
-    /// Offset of the L4 header.
-    off: usize,
+    /// Offset of the L4 header (at most 60: IHL is 4 bits of 32-bit words).
+    off: u8,
     src: u32,
     dst: u32,
     /// Source port, or ICMP id.
@@ -444,12 +503,58 @@ struct L4 {
     tcp_flags: u8,
 }
 
+const IKE_PORT: u16 = 500;
+const NATT_PORT: u16 = 4500;
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
 fn parse(pkt: &[u8]) -> Result<L4, NatError> {
+    let l4 = parse_any(pkt)?;
+    match l4.proto {
+        ip_proto::TCP | ip_proto::UDP | ip_proto::ICMP => Ok(l4),
+        _ => Err(NatError::Unsupported),
+    }
+}
+
+impl L4 {
+    /// Whether the table can follow the flow (and find its replies).
+    fn trackable(&self) -> bool {
+        match self.proto {
+            ip_proto::TCP | ip_proto::UDP => true,
+            ip_proto::ICMP => self.icmp_type == ICMP_ECHO_REQUEST,
+            _ => false,
+        }
+    }
+
+    fn fwd(&self, tunnel: u32) -> Fwd {
+        Fwd { tunnel, src: self.src, dst: self.dst, sport: self.sport, dport: self.dport, proto: self.proto }
+    }
+
+    /// `base` (interfaces and groups) with this packet's addresses, protocol and ports.
+    fn key(&self, base: &FlowKey) -> FlowKey {
+        let icmp = self.proto == ip_proto::ICMP;
+        FlowKey {
+            proto: self.proto,
+            src: Ipv4Addr::from(self.src),
+            dst: Ipv4Addr::from(self.dst),
+            sport: if icmp { 0 } else { self.sport },
+            dport: self.dport,
+            icmp_type: self.icmp_type,
+            ..*base
+        }
+    }
+}
+
+/// `base` (interfaces and groups) completed from an IPv4 packet's addresses, protocol and
+/// ports (ICMP: the type), for a policy lookup without a connection entry.
+pub fn flow_key(pkt: &[u8], base: &FlowKey) -> Result<FlowKey, NatError> {
+    parse_any(pkt).map(|l4| l4.key(base))
+}
+
+/// Parses any IPv4 packet that is not a fragment; ports stay 0 for protocols without them.
+fn parse_any(pkt: &[u8]) -> Result<L4, NatError> {
     let ip = ipv4::Packet::new_checked(pkt).map_err(|_| NatError::Malformed)?;
     if ip.version() != 4 {
         return Err(NatError::Malformed);
@@ -462,7 +567,7 @@ fn parse(pkt: &[u8]) -> Result<L4, NatError> {
     let be = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
     let proto = ip.next_header();
-    let mut r = L4 { proto, off, src, dst, sport: 0, dport: 0, icmp_type: 0, tcp_flags: 0 };
+    let mut r = L4 { proto, off: off as u8, src, dst, sport: 0, dport: 0, icmp_type: 0, tcp_flags: 0 };
     match proto {
         ip_proto::TCP if l4.len() >= 20 => {
             (r.sport, r.dport, r.tcp_flags) = (be(0), be(2), l4[13]);
@@ -470,7 +575,7 @@ fn parse(pkt: &[u8]) -> Result<L4, NatError> {
         ip_proto::UDP if l4.len() >= 8 => (r.sport, r.dport) = (be(0), be(2)),
         ip_proto::ICMP if l4.len() >= 8 => (r.icmp_type, r.sport) = (l4[0], be(4)),
         ip_proto::TCP | ip_proto::UDP | ip_proto::ICMP => return Err(NatError::Malformed),
-        _ => return Err(NatError::Unsupported),
+        _ => {}
     }
     Ok(r)
 }
@@ -502,8 +607,11 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 
 /// Rewrites the source (`is_src`) or destination address and port of a parsed packet.
 fn rewrite(pkt: &mut [u8], l4: &L4, is_src: bool, addr: u32, port: u16) {
-    let (old_addr, old_port, addr_at, port_at) =
-        if is_src { (l4.src, l4.sport, 12, l4.off) } else { (l4.dst, l4.dport, 16, l4.off + 2) };
+    let (old_addr, old_port, addr_at, port_at) = if is_src {
+        (l4.src, l4.sport, 12, usize::from(l4.off))
+    } else {
+        (l4.dst, l4.dport, 16, usize::from(l4.off) + 2)
+    };
     let mut ipd = Delta(0);
     ipd.addr(old_addr, addr);
     put16(pkt, 10, ipd.apply(get16(pkt, 10)));
@@ -513,12 +621,12 @@ fn rewrite(pkt: &mut [u8], l4: &L4, is_src: bool, addr: u32, port: u16) {
         ip_proto::TCP => {
             l4d.addr(old_addr, addr);
             l4d.word(old_port, port);
-            let at = l4.off + 16;
+            let at = usize::from(l4.off) + 16;
             put16(pkt, at, l4d.apply(get16(pkt, at)));
             put16(pkt, port_at, port);
         }
         ip_proto::UDP => {
-            let at = l4.off + 6;
+            let at = usize::from(l4.off) + 6;
             let hc = get16(pkt, at);
             // RFC 768: a zero checksum means none was computed; it stays zero.
             if hc != 0 {
@@ -532,9 +640,9 @@ fn rewrite(pkt: &mut [u8], l4: &L4, is_src: bool, addr: u32, port: u16) {
         }
         _ => {
             // ICMP: no pseudo-header; the id (at offset 4 for echo) is the "port".
-            let id_at = l4.off + 4;
+            let id_at = usize::from(l4.off) + 4;
             l4d.word(get16(pkt, id_at), port);
-            let at = l4.off + 2;
+            let at = usize::from(l4.off) + 2;
             put16(pkt, at, l4d.apply(get16(pkt, at)));
             put16(pkt, id_at, port);
         }
@@ -565,6 +673,7 @@ impl ConnTable {
             state: 0,
             live: false,
             expires: 0,
+            verdict: None,
         };
         ConnTable {
             entries: vec![empty; cap as usize].into_boxed_slice(),
@@ -686,17 +795,157 @@ impl ConnTable {
                 }
             }
         };
+        let (addr, port) = self.forward(now, e, &l4, pkt);
+        Ok(Outbound { new_flow, addr: Ipv4Addr::from(addr), port })
+    }
+
+    /// The common tail of an outbound packet with entry `e`: TCP state, expiry, rewrite.
+    #[inline]
+    fn forward(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) -> (u32, u16) {
         let ent = &mut self.entries[e as usize];
         if ent.fwd.proto == ip_proto::TCP {
-            ent.state = Self::tcp_state(ent.state, l4.tcp_flags);
+            let state = Self::tcp_state(ent.state, l4.tcp_flags);
+            set_if_changed(&mut ent.state, state);
         }
         let (addr, port, proto, state) = (ent.nat_addr, ent.nat_port, ent.fwd.proto, ent.state);
-        ent.expires = now.saturating_add(self.cfg.timeouts.of(proto, state));
+        set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
         if addr != l4.src || port != l4.sport {
-            rewrite(pkt, &l4, true, addr, port);
+            rewrite(pkt, l4, true, addr, port);
         }
         bump(&self.counters.outbound, 1);
-        Ok(Outbound { new_flow, addr: Ipv4Addr::from(addr), port })
+        (addr, port)
+    }
+
+    /// Firewall and NAT in one pass for a packet a client sent through `tunnel`: the flow's
+    /// entry is found with one hash; a known flow whose cached verdict came from `set` skips
+    /// the policy lookup; otherwise `set` is consulted with `base` (interfaces and groups)
+    /// completed from the packet. An accepted flow gets (or keeps) an entry — translated to
+    /// `nat_addr` when the policy says `nat`, tracked as it is otherwise — and the packet is
+    /// rewritten. Errors are the table's refusals (malformed, fragment, full, no port, a
+    /// protocol NAT cannot translate); they are counted here.
+    ///
+    /// After a reload a known flow is checked again: still accepted, it keeps its translation
+    /// (when the NAT setting is unchanged); denied, its entry is removed.
+    #[inline]
+    pub fn admit(
+        &mut self,
+        now: u64,
+        tunnel: u32,
+        pkt: &mut [u8],
+        set: &PolicySet,
+        base: &FlowKey,
+        nat_addr: Ipv4Addr,
+    ) -> Result<Admit, NatError> {
+        let p = self.parse_outbound(tunnel, pkt)?;
+        self.admit_parsed(now, &p, pkt, set, base, nat_addr)
+    }
+
+    /// Parses (and hashes) a decrypted packet from `tunnel` for [`ConnTable::admit_parsed`];
+    /// refusals (malformed, fragment) are counted here.
+    #[inline]
+    pub fn parse_outbound(&self, tunnel: u32, pkt: &[u8]) -> Result<Parsed, NatError> {
+        let l4 = match parse_any(pkt) {
+            Ok(l4) => l4,
+            Err(e) => return self.refuse(e),
+        };
+        let hash = if l4.trackable() { l4.fwd(tunnel).hash(self.cfg.seed) } else { 0 };
+        Ok(Parsed { l4, hash, tunnel, reply: false })
+    }
+
+    /// Starts loading the index slot ([`Prefetch::Index`]) or, a pass later, the entry
+    /// ([`Prefetch::Entry`]) a parsed packet will use.
+    #[inline]
+    pub fn prefetch(&self, p: &Parsed, stage: Prefetch) {
+        if p.reply {
+            self.prefetch_hash(&self.rev, p.hash, stage);
+        } else if p.l4.trackable() {
+            self.prefetch_hash(&self.fwd, p.hash, stage);
+        }
+    }
+
+    /// [`ConnTable::admit`] for a packet parsed by [`ConnTable::parse_outbound`].
+    #[inline]
+    pub fn admit_parsed(
+        &mut self,
+        now: u64,
+        p: &Parsed,
+        pkt: &mut [u8],
+        set: &PolicySet,
+        base: &FlowKey,
+        nat_addr: Ipv4Addr,
+    ) -> Result<Admit, NatError> {
+        let l4 = p.l4;
+        if !l4.trackable() {
+            return self.admit_untracked(&l4, set, base);
+        }
+        let fwd = l4.fwd(p.tunnel);
+        let h = p.hash;
+        let entries = &self.entries;
+        let found = self.fwd.find(h, |e| entries[e as usize].fwd == fwd).map(|(_, e)| e);
+        let mut new_flow = false;
+        let (e, verdict) = match found {
+            Some(e) if self.entries[e as usize].expires > now => {
+                let ent = &self.entries[e as usize];
+                match ent.verdict {
+                    Some(v) if v.is_from(set) => (e, v),
+                    cached => {
+                        let v = set.lookup(&l4.key(base));
+                        let want = if v.nat { u32::from(nat_addr) } else { l4.src };
+                        if !v.accepts() {
+                            self.remove(e);
+                            return Ok(Admit::Denied(v));
+                        }
+                        if cached.is_some() && ent.nat_addr != want {
+                            // NAT switched on or off (or the egress address moved): a new
+                            // translation is a new flow as far as the server can tell.
+                            self.remove(e);
+                            match self.create(now, h, fwd, want) {
+                                Ok(e) => {
+                                    new_flow = true;
+                                    (e, v)
+                                }
+                                Err(err) => return self.refuse(err),
+                            }
+                        } else {
+                            (e, v)
+                        }
+                    }
+                }
+            }
+            found => {
+                if let Some(e) = found {
+                    self.remove(e);
+                    bump(&self.counters.expired, 1);
+                }
+                let v = set.lookup(&l4.key(base));
+                if !v.accepts() {
+                    return Ok(Admit::Denied(v));
+                }
+                let want = if v.nat { u32::from(nat_addr) } else { l4.src };
+                match self.create(now, h, fwd, want) {
+                    Ok(e) => {
+                        new_flow = true;
+                        (e, v)
+                    }
+                    Err(err) => return self.refuse(err),
+                }
+            }
+        };
+        set_if_changed(&mut self.entries[e as usize].verdict, Some(verdict));
+        self.forward(now, e, &l4, pkt);
+        Ok(Admit::Tracked { verdict, new_flow })
+    }
+
+    #[cold]
+    fn admit_untracked(&self, l4: &L4, set: &PolicySet, base: &FlowKey) -> Result<Admit, NatError> {
+        let v = set.lookup(&l4.key(base));
+        if !v.accepts() {
+            Ok(Admit::Denied(v))
+        } else if v.nat {
+            self.refuse(NatError::Unsupported)
+        } else {
+            Ok(Admit::Untracked(v))
+        }
     }
 
     fn create(&mut self, now: u64, h: u32, fwd: Fwd, nat: u32) -> Result<u32, NatError> {
@@ -722,6 +971,7 @@ impl ConnTable {
             state,
             live: true,
             expires: now.saturating_add(self.timeout(fwd.proto, state)),
+            verdict: None,
         };
         self.fwd.insert(h, e);
         let rev = self.entries[e as usize].rev();
@@ -750,6 +1000,12 @@ impl ConnTable {
         let start = h.rotate_left(16) % n;
         for t in 0..self.cfg.max_port_tries.min(n) {
             let port = lo + ((start + t) % n) as u16;
+            // The NAT address is the gateway's own: a reply to port 500 or 4500 there would be
+            // taken for IKE or ESP in UDP (RFC 3948), so those are never handed out (ICMP ids
+            // are not ports and may take any value).
+            if fwd.proto != ip_proto::ICMP && (port == IKE_PORT || port == NATT_PORT) {
+                continue;
+            }
             if let (Some(s), Some(b)) = (&self.cfg.steer, base) {
                 if !s.accepts(b, port) {
                     continue;
@@ -766,18 +1022,40 @@ impl ConnTable {
     /// Translates a reply arriving from the LAN back to the client and says which tunnel it
     /// belongs to.
     pub fn reply(&mut self, now: u64, pkt: &mut [u8]) -> Result<Reply, NatError> {
+        let p = self.parse_reply(pkt)?;
+        self.reply_parsed(now, &p, pkt)
+    }
+
+    /// Parses (and hashes) a packet from the LAN for [`ConnTable::reply_parsed`]; refusals
+    /// are counted here.
+    #[inline]
+    pub fn parse_reply(&self, pkt: &[u8]) -> Result<Parsed, NatError> {
         let l4 = match parse(pkt) {
             Ok(l4) => l4,
             Err(e) => return self.refuse(e),
         };
-        let (sport, dport) = match (l4.proto, l4.icmp_type) {
-            (ip_proto::ICMP, ICMP_ECHO_REPLY) => (0, l4.sport),
-            (ip_proto::ICMP, _) => return self.refuse(NatError::Unsupported),
-            _ => (l4.sport, l4.dport),
-        };
-        let rev = Rev { src: l4.src, dst: l4.dst, sport, dport, proto: l4.proto };
+        if l4.proto == ip_proto::ICMP && l4.icmp_type != ICMP_ECHO_REPLY {
+            return self.refuse(NatError::Unsupported);
+        }
+        let hash = Self::rev_of(&l4).hash(self.cfg.seed);
+        Ok(Parsed { l4, hash, tunnel: 0, reply: true })
+    }
+
+    /// The reply tuple of a packet from the LAN (ICMP: the echo id is the destination "port").
+    #[inline]
+    fn rev_of(l4: &L4) -> Rev {
+        let (sport, dport) = if l4.proto == ip_proto::ICMP { (0, l4.sport) } else { (l4.sport, l4.dport) };
+        Rev { src: l4.src, dst: l4.dst, sport, dport, proto: l4.proto }
+    }
+
+    /// [`ConnTable::reply`] for a packet parsed by [`ConnTable::parse_reply`].
+    #[inline]
+    pub fn reply_parsed(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<Reply, NatError> {
+        let l4 = p.l4;
+        let rev = Self::rev_of(&l4);
+        let dport = rev.dport;
         let entries = &self.entries;
-        let e = match self.rev.find(rev.hash(self.cfg.seed), |e| entries[e as usize].rev() == rev) {
+        let e = match self.rev.find(p.hash, |e| entries[e as usize].rev() == rev) {
             Some((_, e)) if self.entries[e as usize].expires > now => e,
             Some((_, e)) => {
                 self.remove(e);
@@ -787,19 +1065,20 @@ impl ConnTable {
             None => return self.refuse(NatError::NoEntry),
         };
         let ent = &mut self.entries[e as usize];
-        ent.state = match ent.fwd.proto {
+        let state = match ent.fwd.proto {
             ip_proto::TCP => Self::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags),
             _ => ESTABLISHED,
         };
-        let (client, cport, tunnel, proto, state) =
-            (ent.fwd.src, ent.fwd.sport, ent.fwd.tunnel, ent.fwd.proto, ent.state);
-        ent.expires = now.saturating_add(self.cfg.timeouts.of(proto, state));
+        set_if_changed(&mut ent.state, state);
+        let (client, cport, tunnel, proto, state, verdict) =
+            (ent.fwd.src, ent.fwd.sport, ent.fwd.tunnel, ent.fwd.proto, ent.state, ent.verdict);
+        set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
         if client != l4.dst || cport != dport {
             // For ICMP, `rewrite` puts the port into the echo id.
             rewrite(pkt, &l4, false, client, cport);
         }
         bump(&self.counters.replies, 1);
-        Ok(Reply { tunnel, client: Ipv4Addr::from(client) })
+        Ok(Reply { tunnel, client: Ipv4Addr::from(client), verdict })
     }
 
     fn expire(&mut self, _slot: usize, e: u32) {
@@ -870,6 +1149,11 @@ mod tests {
         }
         assert!(ix.find(3, |x| x == 2).is_none());
         assert_eq!(ix.slots.iter().filter(|&&s| s != 0).count(), 6);
+    }
+
+    #[test]
+    fn an_entry_is_one_cache_line() {
+        assert_eq!(core::mem::size_of::<Entry>(), 64);
     }
 
     #[test]

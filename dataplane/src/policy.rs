@@ -24,7 +24,7 @@
 //! [`MAX_POLICIES`].
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Cache};
@@ -93,9 +93,17 @@ pub struct Verdict {
     pub nat: bool,
     /// Counter slot in the set that produced the verdict.
     slot: u16,
+    /// [`PolicySet::stamp`] of that set.
+    stamp: u32,
 }
 
 impl Verdict {
+    /// Whether `set` produced this verdict (a verdict cached before a reload is stale).
+    #[inline]
+    pub fn is_from(&self, set: &PolicySet) -> bool {
+        self.stamp == set.stamp
+    }
+
     /// Whether the packet may pass.
     pub fn accepts(&self) -> bool {
         self.action == Action::Accept
@@ -478,7 +486,13 @@ pub struct PolicySet {
     /// 256 IP protocols × words (TCP, UDP and ICMP rows unused).
     proto: Box<[u64]>,
     generation: u64,
+    /// Unique per compiled set in this process (never 0): lets a connection entry remember
+    /// which set its cached verdict came from.
+    stamp: u32,
 }
+
+/// Source of [`PolicySet::stamp`]s.
+static STAMPS: AtomicU32 = AtomicU32::new(1);
 
 impl PolicySet {
     /// An empty set: everything is denied by the implicit policy.
@@ -602,6 +616,8 @@ impl PolicySet {
             icmp: icmp.into_boxed_slice(),
             proto: proto.into_boxed_slice(),
             generation: previous.map_or(1, |p| p.generation + 1),
+            // Skip 0 on wrap-around: 0 means "no verdict cached".
+            stamp: STAMPS.fetch_add(1, Ordering::Relaxed).max(1),
         })
     }
 
@@ -629,7 +645,13 @@ impl PolicySet {
                 let idx = i * 64 + bit;
                 if self.verify[i] & (1 << bit) == 0 || self.rules[idx].verify(k) {
                     let r = &self.rules[idx];
-                    return Verdict { policy_id: r.id, action: r.action, nat: r.nat, slot: idx as u16 };
+                    return Verdict {
+                        policy_id: r.id,
+                        action: r.action,
+                        nat: r.nat,
+                        slot: idx as u16,
+                        stamp: self.stamp,
+                    };
                 }
                 m &= m - 1;
             }
@@ -639,7 +661,7 @@ impl PolicySet {
 
     #[cold]
     fn implicit_deny(&self) -> Verdict {
-        Verdict { policy_id: 0, action: Action::Deny, nat: false, slot: self.rules.len() as u16 }
+        Verdict { policy_id: 0, action: Action::Deny, nat: false, slot: self.rules.len() as u16, stamp: self.stamp }
     }
 
     /// The same lookup by a plain scan in order (reference for tests and benchmarks).
@@ -665,11 +687,30 @@ impl PolicySet {
     /// counts a hit. `v` must come from this set (a verdict from another set counts nothing).
     #[inline]
     pub fn count(&self, v: &Verdict, bytes: u32, new_flow: bool) {
+        if v.stamp != self.stamp {
+            return;
+        }
         if let Some(c) = self.counters.get(usize::from(v.slot)) {
             c.packets.fetch_add(1, Ordering::Relaxed);
             c.bytes.fetch_add(u64::from(bytes), Ordering::Relaxed);
             if new_flow {
                 c.hits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Adds `packets`, `bytes` and `hits` at once to the verdict's policy (a worker's tally of
+    /// one poll: one atomic add per counter instead of one per packet). A verdict of another
+    /// set counts nothing.
+    pub fn add(&self, v: &Verdict, packets: u64, bytes: u64, hits: u64) {
+        if v.stamp != self.stamp {
+            return;
+        }
+        if let Some(c) = self.counters.get(usize::from(v.slot)) {
+            c.packets.fetch_add(packets, Ordering::Relaxed);
+            c.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if hits != 0 {
+                c.hits.fetch_add(hits, Ordering::Relaxed);
             }
         }
     }
@@ -702,6 +743,12 @@ impl PolicySet {
     /// 1 for a first set, one more for each set compiled with a `previous`.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// A number no other set compiled in this process has (never 0).
+    #[inline]
+    pub fn stamp(&self) -> u32 {
+        self.stamp
     }
 }
 

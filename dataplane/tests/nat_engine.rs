@@ -295,6 +295,25 @@ fn port_exhaustion_is_refused_not_looped() {
 }
 
 #[test]
+fn ike_ports_of_the_gateway_are_never_nat_ports() {
+    // 4499-4501: only 4499 and 4501 may be used; 4500 on the gateway address is ESP in UDP.
+    let mut t = table(NatConfig { port_lo: 4499, port_hi: 4501, ..NatConfig::default() });
+    let mut got = Vec::new();
+    for i in 0..2 {
+        got.push(
+            t.outbound(0, 0, &mut packet(UDP, client(1), SERVER, 3000 + i, 53, b"", 0), Some(GW_LAN)).unwrap().port,
+        );
+    }
+    got.sort_unstable();
+    assert_eq!(got, [4499, 4501]);
+    let mut p = packet(TCP, client(1), SERVER, 3005, 53, b"", 0x02);
+    let o = t.outbound(0, 0, &mut p, Some(GW_LAN)).unwrap();
+    assert_ne!(o.port, 4500, "TCP too");
+    let mut p = packet(UDP, client(1), SERVER, 3010, 53, b"", 0);
+    assert_eq!(t.outbound(0, 0, &mut p, Some(GW_LAN)), Err(NatError::NoPort));
+}
+
+#[test]
 fn fragments_malformed_and_unsolicited_replies_are_refused() {
     let mut t = table(NatConfig::default());
     let mut frag = packet(UDP, client(1), SERVER, 1, 2, b"x", 0);

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use super::objects::{
-    AddrGrp, Address, Fctems, FortiToken, IdKind, Interface, LocalUser, Object, Phase1, Phase2, Policy, StaticRoute,
-    UserGroup, UserSetting,
+    AddrGrp, Address, Fctems, FortiToken, IdKind, Interface, LocalUser, Object, Phase1, Phase2, Policy, ServiceCustom,
+    StaticRoute, UserGroup, UserSetting,
 };
 use super::parser::{Block, Item};
 use super::value::Val;
@@ -43,6 +43,7 @@ pub(crate) const TABLES: &[&str] = &[
     Fctems::TABLE,
     Address::TABLE,
     AddrGrp::TABLE,
+    ServiceCustom::TABLE,
     FortiToken::TABLE,
     UserSetting::TABLE,
     LocalUser::TABLE,
@@ -132,6 +133,7 @@ fn apply_block(cfg: &mut Config, b: &Block, ctx: &mut Ctx<'_>) {
         StaticRoute::TABLE => table(&mut cfg.static_routes, items, ctx),
         Address::TABLE => table(&mut cfg.addresses, items, ctx),
         AddrGrp::TABLE => table(&mut cfg.addrgrps, items, ctx),
+        ServiceCustom::TABLE => table(&mut cfg.services, items, ctx),
         Policy::TABLE => table(&mut cfg.policies, items, ctx),
         LocalUser::TABLE => table(&mut cfg.users, items, ctx),
         UserGroup::TABLE => table(&mut cfg.groups, items, ctx),

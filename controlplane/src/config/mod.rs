@@ -32,8 +32,8 @@ use std::sync::Arc;
 pub use objects::{
     AddrGrp, Address, AddressType, AssignIpFrom, AuthMethod, DnsMode, DpdMode, DpdkDevice, EapIdentity, Fctems,
     FortiToken, GroupType, Interface, InterfaceRole, InterfaceType, LinkStatus, LocalUser, LogTraffic, NatTraversal,
-    PeerType, Phase1, Phase1Type, Phase2, Policy, PolicyAction, RemoteGwMatch, StaticRoute, TokenStatus, TotpAlgorithm,
-    TwoFactor, UserGroup, UserSetting, UserType, WizardType,
+    PeerType, Phase1, Phase1Type, Phase2, Policy, PolicyAction, PortSpec, RemoteGwMatch, ServiceCustom,
+    ServiceProtocol, StaticRoute, TokenStatus, TotpAlgorithm, TwoFactor, UserGroup, UserSetting, UserType, WizardType,
 };
 pub use show::quote;
 pub use validate::{BUILTIN_ADDRESSES, BUILTIN_SCHEDULES, BUILTIN_SERVICES};
@@ -80,6 +80,8 @@ pub struct Config {
     pub addresses: Vec<Address>,
     /// `config firewall addrgrp`.
     pub addrgrps: Vec<AddrGrp>,
+    /// `config firewall service custom`.
+    pub services: Vec<ServiceCustom>,
     /// `config firewall policy`, in evaluation order.
     pub policies: Vec<Policy>,
     /// `config user local`.

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use super::build::{suggest, TABLES};
 use super::objects::{
-    AddrGrp, Address, Fctems, FortiToken, IdKind, Interface, LocalUser, Object, Phase1, Phase2, Policy, StaticRoute,
-    UserGroup, UserSetting,
+    AddrGrp, Address, Fctems, FortiToken, IdKind, Interface, LocalUser, Object, Phase1, Phase2, Policy, ServiceCustom,
+    StaticRoute, UserGroup, UserSetting,
 };
 use super::value::Val;
 use super::Config;
@@ -118,6 +118,7 @@ pub(crate) fn show(cfg: &Config, path: &[&str], reveal: bool) -> Result<String, 
             Fctems::TABLE => table(&mut out, &cfg.fctems, only, always, reveal),
             Address::TABLE => table(&mut out, &cfg.addresses, only, always, reveal),
             AddrGrp::TABLE => table(&mut out, &cfg.addrgrps, only, always, reveal),
+            ServiceCustom::TABLE => table(&mut out, &cfg.services, only, always, reveal),
             FortiToken::TABLE => table(&mut out, &cfg.fortitokens, only, always, reveal),
             UserSetting::TABLE => settings(&mut out, &cfg.user_setting, always, reveal),
             LocalUser::TABLE => table(&mut out, &cfg.users, only, always, reveal),
@@ -145,6 +146,7 @@ fn keys_of(cfg: &Config, table: &str) -> Vec<String> {
         Fctems::TABLE => k(&cfg.fctems),
         Address::TABLE => k(&cfg.addresses),
         AddrGrp::TABLE => k(&cfg.addrgrps),
+        ServiceCustom::TABLE => k(&cfg.services),
         FortiToken::TABLE => k(&cfg.fortitokens),
         LocalUser::TABLE => k(&cfg.users),
         UserGroup::TABLE => k(&cfg.groups),

@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use super::build::{suggest, SourceMap};
 use super::objects::{
     AddrGrp, Address, AddressType, AssignIpFrom, AuthMethod, Fctems, FortiToken, IdKind, Interface, LocalUser, Object,
-    Phase1, Phase1Type, Phase2, Policy, PolicyAction, RemoteGwMatch, StaticRoute, TokenStatus, TwoFactor, UserGroup,
+    Phase1, Phase1Type, Phase2, Policy, PolicyAction, RemoteGwMatch, ServiceCustom, ServiceProtocol, StaticRoute,
+    TokenStatus, TwoFactor, UserGroup,
 };
 use super::{Config, Pos};
 
@@ -199,6 +200,33 @@ pub(crate) fn validate(cfg: &Config, src: Option<&SourceMap>) -> Vec<(Option<Pos
         }
     }
 
+    let service_names: Vec<&str> =
+        cfg.services.iter().map(|s| s.name.as_str()).chain(BUILTIN_SERVICES.iter().copied()).collect();
+    for svc in &cfg.services {
+        let no_ports = svc.tcp_portrange.is_empty() && svc.udp_portrange.is_empty() && svc.sctp_portrange.is_empty();
+        if svc.protocol == ServiceProtocol::TcpUdpSctp && no_ports {
+            v.err(
+                ServiceCustom::TABLE,
+                &svc.name,
+                "protocol",
+                format!(
+                    "firewall service custom {:?}: protocol TCP/UDP/SCTP needs `tcp-portrange` or `udp-portrange`",
+                    svc.name
+                ),
+            );
+        }
+        if svc.protocol != ServiceProtocol::TcpUdpSctp && !no_ports {
+            v.err(
+                ServiceCustom::TABLE,
+                &svc.name,
+                if svc.tcp_portrange.is_empty() { "udp-portrange" } else { "tcp-portrange" },
+                format!(
+                    "firewall service custom {:?}: port ranges need `protocol TCP/UDP/SCTP` (it is {})",
+                    svc.name, svc.protocol
+                ),
+            );
+        }
+    }
     let policy_intf: Vec<&str> = intf_names.iter().chain(&tunnel_names).copied().chain(["any"]).collect();
     for pol in &cfg.policies {
         let id = pol.key();
@@ -232,7 +260,7 @@ pub(crate) fn validate(cfg: &Config, src: Option<&SourceMap>) -> Vec<(Option<Pos
             v.err(Policy::TABLE, &id, "service", format!("firewall policy {id}: `service` is required (e.g. \"ALL\")"));
         }
         for s in &pol.service {
-            reference(&mut v, Policy::TABLE, &id, "service", s, "service", BUILTIN_SERVICES);
+            reference(&mut v, Policy::TABLE, &id, "service", s, "service", &service_names);
         }
         for g in &pol.groups {
             reference(&mut v, Policy::TABLE, &id, "groups", g, "user group", &group_names);

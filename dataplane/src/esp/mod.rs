@@ -67,11 +67,16 @@ pub enum DropReason {
     QueueFull,
     /// Not a protocol the worker handles.
     Unhandled,
+    /// The firewall policy (a deny policy, or the implicit deny) refused the packet.
+    PolicyDenied,
+    /// Source NAT or connection tracking refused a new flow (table or tunnel share full, no
+    /// free port, a protocol that cannot be translated).
+    NatRefused,
 }
 
 impl DropReason {
     /// Number of reasons; the length of counter arrays.
-    pub const COUNT: usize = DropReason::Unhandled as usize + 1;
+    pub const COUNT: usize = DropReason::NatRefused as usize + 1;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
@@ -97,6 +102,8 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::QueueFull,
         DropReason::Unhandled,
+        DropReason::PolicyDenied,
+        DropReason::NatRefused,
     ];
 
     /// A short snake_case name for counters and `diagnose` output.
@@ -124,6 +131,8 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::QueueFull => "queue_full",
             DropReason::Unhandled => "unhandled",
+            DropReason::PolicyDenied => "policy_denied",
+            DropReason::NatRefused => "nat_refused",
         }
     }
 }

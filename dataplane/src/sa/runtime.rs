@@ -159,6 +159,9 @@ pub struct OutboundSa {
     pub lifetime: Lifetime,
     /// Counters.
     pub counters: SaCounters,
+    /// The tunnel's interface index in the firewall policy set (`IfIndex::MAX`: unknown, only
+    /// `dstintf any` matches); set with [`OutboundSa::with_if_index`].
+    pub if_index: crate::policy::IfIndex,
     /// Last sequence number handed out.
     seq: AtomicU64,
     /// The first sequence number this SA object sends.
@@ -186,11 +189,18 @@ impl OutboundSa {
             esn,
             lifetime,
             counters: SaCounters::default(),
+            if_index: crate::policy::IfIndex::MAX,
             seq: AtomicU64::new(last),
             first_seq: last.wrapping_add(1),
             dead: AtomicBool::new(false),
             events: EventLatch::default(),
         }
+    }
+
+    /// The same SA carrying the tunnel's firewall interface index.
+    pub fn with_if_index(mut self, if_index: crate::policy::IfIndex) -> Self {
+        self.if_index = if_index;
+        self
     }
 
     /// The last sequence number used.

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_utils::CachePadded;
 
 use crate::esp::DropReason;
+use crate::policy::{GroupMask, IfIndex};
 use crate::sa::{InboundSa, OutboundSa};
 
 /// A reader's counter value meaning "offline: holds no references".
@@ -444,12 +445,41 @@ pub struct InboundEntry {
     pub peer: Option<SocketAddr>,
     /// Whether a packet has been received yet (the first one is reported).
     pub seen: bool,
+    /// The firewall's view of the tunnel (interface index, user groups, connection-table id).
+    pub tunnel: TunnelTag,
+}
+
+/// What the firewall needs to know about the tunnel an inbound SA belongs to; the control
+/// plane fills it in at install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelTag {
+    /// The tunnel's interface index in the policy set (its phase-1 interface); `IfIndex::MAX`
+    /// when unknown, which only `srcintf any` policies match.
+    pub if_index: IfIndex,
+    /// The authenticated user's groups (for policies that name `groups`).
+    pub groups: GroupMask,
+    /// The tunnel's id in the connection table (per-tunnel limits); `None` uses the inbound
+    /// slot. A stable id (such as the virtual address's pool offset) keeps NAT entries across
+    /// a CHILD_SA rekey, which moves the SA to a new slot.
+    pub conn_id: Option<u32>,
+}
+
+impl Default for TunnelTag {
+    fn default() -> Self {
+        TunnelTag { if_index: IfIndex::MAX, groups: GroupMask::NONE, conn_id: None }
+    }
 }
 
 impl InboundEntry {
-    /// An entry for a freshly installed SA.
+    /// An entry for a freshly installed SA (no firewall tag: see [`InboundEntry::with_tunnel`]).
     pub fn new(sa: InboundSa, vip: IpAddr, peer: Option<SocketAddr>) -> InboundEntry {
-        InboundEntry { sa, vip, peer, seen: false }
+        InboundEntry { sa, vip, peer, seen: false, tunnel: TunnelTag::default() }
+    }
+
+    /// The same entry with its firewall tag.
+    pub fn with_tunnel(mut self, tunnel: TunnelTag) -> InboundEntry {
+        self.tunnel = tunnel;
+        self
     }
 }
 

@@ -5,8 +5,9 @@
 //! handler; IPv4 for one of the interface's addresses is ICMP echo, IKE (UDP 500, or UDP 4500
 //! with the non-ESP marker, RFC 3948 §2.2), a NAT-T keepalive (UDP 4500, one 0xFF byte,
 //! RFC 3948 §2.3), or ESP (IP protocol 50, or UDP 4500 with a non-zero SPI); IPv4 for other
-//! addresses arriving on a LAN port is cleartext to encrypt; everything else is dropped with
-//! a reason.
+//! addresses arriving on a LAN port is cleartext to encrypt; TCP, UDP and ICMP echo replies
+//! for the gateway's address arriving on a LAN port may be replies to source-NAT'd flows;
+//! everything else is dropped with a reason.
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -76,6 +77,9 @@ pub enum Class {
     Esp,
     /// Cleartext from a LAN port to somewhere else: encrypt towards a tunnel.
     Outbound,
+    /// TCP, UDP (not IKE) or an ICMP echo reply from a LAN port to the gateway's own address:
+    /// a reply to a source-NAT'd flow when the firewall is on, dropped otherwise.
+    ToGateway,
     /// Dropped, and why.
     Drop(DropReason),
 }
@@ -118,8 +122,11 @@ pub fn classify(frame: &[u8], iface: &Interface, mac: [u8; 6]) -> Class {
         ip_proto::ICMP => match l4 {
             // Type 8 code 0 (RFC 792), with at least the 8-byte header.
             [8, 0, _, _, _, _, _, _, ..] => Class::Echo,
+            // An echo reply: to a NAT'd ping when it comes from the LAN.
+            [0, 0, _, _, _, _, _, _, ..] => lan_only(iface),
             _ => Class::Drop(DropReason::Unhandled),
         },
+        ip_proto::TCP => lan_only(iface),
         ip_proto::UDP => {
             let Ok(u) = udp::Packet::new_checked(l4) else { return Class::Drop(DropReason::Truncated) };
             let src = SocketAddrV4::new(ip.src_addr(), u.src_port());
@@ -133,9 +140,18 @@ pub fn classify(frame: &[u8], iface: &Interface, mac: [u8; 6]) -> Class {
                     Ok(natt::Payload::Keepalive) => Class::Keepalive { src },
                     Err(_) => Class::Drop(DropReason::Truncated),
                 },
-                _ => Class::Drop(DropReason::Unhandled),
+                _ => lan_only(iface),
             }
         }
         _ => Class::Drop(DropReason::Unhandled),
+    }
+}
+
+/// Traffic to the gateway's address that only a LAN port may send (NAT replies).
+#[inline]
+fn lan_only(iface: &Interface) -> Class {
+    match iface.role {
+        Role::Lan => Class::ToGateway,
+        Role::Wan => Class::Drop(DropReason::Unhandled),
     }
 }

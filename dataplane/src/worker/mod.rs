@@ -19,6 +19,10 @@
 //!   → LAN tx;
 //! * cleartext from a LAN port: destination → outbound SA (pool slot by subtraction, else a
 //!   `Tunnel` route) → encap → route the outer destination → Ethernet → WAN tx;
+//! * with a firewall (`WorkerConfig::firewall`, see [`firewall`]): decrypted packets for a LAN
+//!   port and everything from a LAN port pass the policy set and the worker's connection table
+//!   (source NAT out, reverse NAT for replies addressed to the gateway) in a second stage of
+//!   the burst, after their connection entries have been prefetched;
 //!
 //! then flush the per-port tx bursts when full, every `drain_polls` iterations, or when an
 //! iteration received nothing. Unresolved next hops trigger an ARP request (at most one per
@@ -30,6 +34,7 @@
 //! `#[cold]`. Inbound SAs are owned by one worker; see `sa::table` for why and how.
 
 pub mod classify;
+pub mod firewall;
 pub mod frames;
 pub mod stats;
 
@@ -39,6 +44,8 @@ use std::sync::Arc;
 
 use crate::buf::PacketBuf;
 use crate::esp::{inbound, outbound, DropReason};
+use crate::nat::ConnTable;
+use crate::policy::{PolicyReader, PolicySet, SharedPolicy};
 use crate::port::{Burst, PacketIo};
 use crate::ring::{Command, Direction, Event, Exception, Ring, TxRequest};
 use crate::route::{NextHop, RouteTable};
@@ -48,6 +55,8 @@ use crate::wire::ethernet::{self, ethertype, Address};
 use crate::wire::{arp, checksum, ip_proto, ipv4, natt, put16, udp};
 
 pub use classify::{classify, Class, Interface, Role};
+pub use firewall::FirewallConfig;
+use firewall::{Firewall, FromTunnel, Origin, Staged};
 pub use stats::{Counter, WorkerShared, WorkerStats};
 
 /// A coarse clock the control plane advances (seconds, or any tick it likes) and workers
@@ -139,6 +148,9 @@ pub struct Control<B> {
     pub clock: CoarseClock,
     /// Inbound SPIs: choose a worker, allocate, install through that worker's ring.
     pub spis: SpiAllocator,
+    /// The running firewall policy set (workers configured with a firewall read it; starts as
+    /// deny-all). Publish with `store`, free retired sets with `reclaim`.
+    pub policy: Arc<SharedPolicy>,
 }
 
 impl<B> core::fmt::Debug for Control<B> {
@@ -185,6 +197,15 @@ impl<B> Control<B> {
     }
 }
 
+/// What packet handlers read during one poll: the outbound SA table with the poll's RCU
+/// guard, and the policy set loaded for the poll.
+#[derive(Clone, Copy)]
+struct Cx<'a, 'g> {
+    tbl: &'a OutboundTable,
+    g: &'a ReadGuard<'g>,
+    pol: &'a PolicySet,
+}
+
 /// Everything one worker needs from [`Plane::build`].
 pub struct WorkerLink<B> {
     id: u8,
@@ -199,6 +220,7 @@ pub struct WorkerLink<B> {
     shared: Arc<WorkerShared>,
     clock: CoarseClock,
     inbound_slots: u32,
+    policy: PolicyReader,
 }
 
 impl<B> core::fmt::Debug for WorkerLink<B> {
@@ -231,6 +253,7 @@ impl Plane {
         let events = Ring::new(cfg.event_ring);
         let shared: Vec<Arc<WorkerShared>> = (0..n).map(|_| Arc::new(WorkerShared::new(cfg.inbound_slots))).collect();
         let clock = CoarseClock::new();
+        let policy = Arc::new(SharedPolicy::new(PolicySet::deny_all()));
         let links = (0..n)
             .filter_map(|i| {
                 Some(WorkerLink {
@@ -246,6 +269,7 @@ impl Plane {
                     shared: shared[i].clone(),
                     clock: clock.clone(),
                     inbound_slots: cfg.inbound_slots,
+                    policy: policy.reader(),
                 })
             })
             .collect();
@@ -258,6 +282,7 @@ impl Plane {
             shared,
             clock,
             spis: SpiAllocator::new(n, cfg.inbound_slots),
+            policy,
         };
         (control, links)
     }
@@ -280,6 +305,8 @@ pub struct WorkerConfig {
     pub neighbours: usize,
     /// Flush partly filled tx bursts at least every this many iterations.
     pub drain_polls: u32,
+    /// Firewall policy and source NAT for tunnel traffic (`None`: forward without either).
+    pub firewall: Option<FirewallConfig>,
 }
 
 impl WorkerConfig {
@@ -294,6 +321,7 @@ impl WorkerConfig {
             route_nodes: 64,
             neighbours: 1024,
             drain_polls: 8,
+            firewall: None,
         }
     }
 }
@@ -422,6 +450,9 @@ struct State<B> {
     clock: CoarseClock,
     drain_polls: u32,
     polls: u64,
+    fw: Option<Firewall>,
+    /// Packets waiting for the firewall stage of the current burst (see `firewall`).
+    staged: arrayvec::ArrayVec<Option<Staged<B>>, { crate::port::BURST }>,
 }
 
 /// A poll-mode worker over any [`PacketIo`].
@@ -429,6 +460,7 @@ pub struct Worker<P: PacketIo> {
     io: P,
     reader: RcuReader,
     outbound: Arc<OutboundTable>,
+    policy: PolicyReader,
     st: State<P::Buf>,
 }
 
@@ -453,6 +485,7 @@ impl<P: PacketIo> Worker<P> {
         if let Some(&(p, _)) = cfg.rx.iter().find(|(p, _)| ports[usize::from(*p)].iface.is_none()) {
             return Err(WorkerError::NoInterface(p));
         }
+        let fw = cfg.firewall.map(|f| Firewall::new(f, ports.len()));
         let st = State {
             id: link.id,
             tx: (0..ports.len()).map(|_| Burst::new()).collect(),
@@ -472,8 +505,10 @@ impl<P: PacketIo> Worker<P> {
             clock: link.clock,
             drain_polls: cfg.drain_polls.max(1),
             polls: 0,
+            fw,
+            staged: arrayvec::ArrayVec::new(),
         };
-        Ok(Worker { io, reader: link.reader, outbound: link.outbound, st })
+        Ok(Worker { io, reader: link.reader, outbound: link.outbound, policy: link.policy, st })
     }
 
     /// This worker's index.
@@ -501,6 +536,11 @@ impl<P: PacketIo> Worker<P> {
         self.st.neigh.lookup(port, ip)
     }
 
+    /// The worker's connection table, when it runs a firewall (inspection).
+    pub fn conn_table(&self) -> Option<&ConnTable> {
+        self.st.fw.as_ref().map(|f| &f.nat)
+    }
+
     /// The packet I/O.
     pub fn io_mut(&mut self) -> &mut P {
         &mut self.io
@@ -515,15 +555,22 @@ impl<P: PacketIo> Worker<P> {
         let g = self.reader.read();
         let tbl = &*self.outbound;
         let io = &mut self.io;
+        // One set per poll: a reload takes effect between bursts, never inside one.
+        let pol: &PolicySet = self.policy.current();
+        let cx = Cx { tbl, g: &g, pol };
         let mut n = 0;
 
         // ESP packets other workers received for SAs this one owns.
         for _ in 0..crate::port::BURST {
             let Some(h) = st.handoff_in.pop() else { break };
             st.shared.stats.add(Counter::TakenOver, 1);
-            st.esp(io, tbl, &g, h.port, h.queue, h.buf);
+            st.esp(io, cx, h.port, h.queue, h.buf);
             n += 1;
+            if st.staged.is_full() {
+                st.run_staged(io, cx);
+            }
         }
+        st.run_staged(io, cx);
         // Datagrams the control plane wants sent.
         for _ in 0..crate::port::BURST {
             let Some(req) = st.ctl_tx.pop() else { break };
@@ -539,11 +586,16 @@ impl<P: PacketIo> Worker<P> {
             n += got;
             st.shared.stats.add(Counter::Rx, got as u64);
             for buf in burst.drain(..) {
-                st.handle(io, tbl, &g, port, queue, buf);
+                st.handle(io, cx, port, queue, buf);
             }
+            st.run_staged(io, cx);
         }
         if n == 0 || st.polls.is_multiple_of(u64::from(st.drain_polls)) {
             st.flush_all(io);
+        }
+        if let Some(fw) = st.fw.as_mut() {
+            fw.flush_counts(pol);
+            fw.sweep(st.clock.now(), n == 0);
         }
         st.shared.stats.add(Counter::Polls, 1);
         n
@@ -621,20 +673,13 @@ impl<B: PacketBuf + Send> State<B> {
     }
 
     #[inline]
-    fn handle<P: PacketIo<Buf = B>>(
-        &mut self,
-        io: &mut P,
-        tbl: &OutboundTable,
-        g: &ReadGuard<'_>,
-        port: u16,
-        queue: u16,
-        buf: B,
-    ) {
+    fn handle<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, queue: u16, buf: B) {
         let Some(info) = self.ports.get(usize::from(port)) else { return self.drop_pkt(DropReason::Unhandled, buf) };
         let Some(iface) = info.iface.as_ref() else { return self.drop_pkt(DropReason::Unhandled, buf) };
         match classify(buf.data(), iface, info.mac) {
-            Class::Esp => self.esp(io, tbl, g, port, queue, buf),
-            Class::Outbound => self.outbound(io, tbl, g, buf),
+            Class::Esp => self.esp(io, cx, port, queue, buf),
+            Class::Outbound => self.lan_in(io, cx, port, buf, false),
+            Class::ToGateway => self.lan_in(io, cx, port, buf, true),
             Class::Arp => self.arp(port, buf),
             Class::Echo => self.echo(io, port, buf),
             Class::Ike { src, dst, offset } => self.ike(port, queue, src, dst, offset, buf),
@@ -647,22 +692,14 @@ impl<B: PacketBuf + Send> State<B> {
     }
 
     /// Inbound ESP: the frame still has its Ethernet header.
-    fn esp<P: PacketIo<Buf = B>>(
-        &mut self,
-        io: &mut P,
-        tbl: &OutboundTable,
-        g: &ReadGuard<'_>,
-        port: u16,
-        queue: u16,
-        mut buf: B,
-    ) {
+    fn esp<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, queue: u16, mut buf: B) {
         let loc = match buf.data().get(ethernet::HEADER_LEN..).map(inbound::parse) {
             Some(Ok(loc)) => loc,
             Some(Err(r)) => return self.drop_pkt(r, buf),
             None => return self.drop_pkt(DropReason::Truncated, buf),
         };
         let now = self.clock.now();
-        let (slot, news) = match self.inbound.lookup(loc.spi) {
+        let (slot, news, tag) = match self.inbound.lookup(loc.spi) {
             Err(r) => return self.drop_pkt(r, buf),
             Ok(InboundLookup::Remote(w)) => return self.hand_off(w, port, queue, buf),
             Ok(InboundLookup::Local(entry, slot)) => {
@@ -700,7 +737,12 @@ impl<B: PacketBuf + Send> State<B> {
                 if let Some(event) = opened.event {
                     news[1] = Some(Event::Sa { spi: loc.spi, dir: Direction::Inbound, event });
                 }
-                (slot, news)
+                let t = entry.tunnel;
+                (
+                    slot,
+                    news,
+                    FromTunnel { if_index: t.if_index, groups: t.groups, conn: t.conn_id.unwrap_or(slot), flow: None },
+                )
             }
         };
         self.shared.touch(slot, now);
@@ -708,7 +750,10 @@ impl<B: PacketBuf + Send> State<B> {
             self.event(ev);
         }
         self.shared.stats.add(Counter::Decrypted, 1);
-        self.route_inner(io, tbl, g, buf, true);
+        if self.fw.is_some() {
+            return self.stage(io, cx, buf, Origin::Tunnel(tag));
+        }
+        self.route_inner(io, cx, buf, Origin::Tunnel(tag));
     }
 
     #[cold]
@@ -727,24 +772,48 @@ impl<B: PacketBuf + Send> State<B> {
         }
     }
 
-    /// Cleartext from a LAN port (Ethernet header still on).
-    fn outbound<P: PacketIo<Buf = B>>(&mut self, io: &mut P, tbl: &OutboundTable, g: &ReadGuard<'_>, mut buf: B) {
+    /// Cleartext from a LAN port (Ethernet header still on): straight on without a firewall,
+    /// else through the burst's firewall stage.
+    fn lan_in<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, mut buf: B, to_gateway: bool) {
+        if self.fw.is_none() {
+            return self.outbound(io, cx, port, buf, to_gateway);
+        }
         if !buf.adj(ethernet::HEADER_LEN) {
             return self.drop_pkt(DropReason::Truncated, buf);
         }
-        self.route_inner(io, tbl, g, buf, false);
+        self.stage(io, cx, buf, Origin::Lan { port, reply: to_gateway });
+    }
+
+    /// Cleartext from a LAN port (Ethernet header still on); `to_gateway`: addressed to the
+    /// gateway itself (only a NAT reply may pass).
+    fn outbound<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, port: u16, mut buf: B, to_gateway: bool) {
+        if !buf.adj(ethernet::HEADER_LEN) {
+            return self.drop_pkt(DropReason::Truncated, buf);
+        }
+        self.lan_ip(io, cx, port, buf, to_gateway, None);
+    }
+
+    /// An IP packet from a LAN port: a tracked flow's reply is translated back, then routed.
+    fn lan_ip<P: PacketIo<Buf = B>>(
+        &mut self,
+        io: &mut P,
+        cx: Cx<'_, '_>,
+        port: u16,
+        mut buf: B,
+        to_gateway: bool,
+        flow: Option<Result<crate::nat::Parsed, crate::nat::NatError>>,
+    ) {
+        let reply = match self.fw_reply(cx.pol, buf.data_mut(), to_gateway, flow) {
+            Ok(r) => r,
+            Err(r) => return self.drop_pkt(r, buf),
+        };
+        self.route_inner(io, cx, buf, Origin::Lan { port, reply });
     }
 
     /// Routes an inner IPv4 packet (no Ethernet header): into a tunnel, or — for decrypted
-    /// traffic only — onto a LAN link.
-    fn route_inner<P: PacketIo<Buf = B>>(
-        &mut self,
-        io: &mut P,
-        tbl: &OutboundTable,
-        g: &ReadGuard<'_>,
-        mut buf: B,
-        from_tunnel: bool,
-    ) {
+    /// traffic only — onto a LAN link; the firewall (when configured) checks it on the way.
+    fn route_inner<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, mut buf: B, origin: Origin) {
+        let from_tunnel = matches!(origin, Origin::Tunnel(_));
         let dst = {
             let Ok(mut p) = ipv4::Packet::new_checked(buf.data_mut()) else {
                 return self.drop_pkt(DropReason::BadInnerPacket, buf);
@@ -758,6 +827,7 @@ impl<B: PacketBuf + Send> State<B> {
             p.decrement_hop_limit();
             p.dst_addr()
         };
+        let (tbl, g, pol) = (cx.tbl, cx.g, cx.pol);
         let sa = match tbl.get_vip(dst, g) {
             Some(sa) => sa,
             None => match self.routes.lookup(dst) {
@@ -766,15 +836,46 @@ impl<B: PacketBuf + Send> State<B> {
                     None => return self.drop_pkt(DropReason::NoRoute, buf),
                 },
                 Some(NextHop::Connected { port }) if from_tunnel && self.is_lan(port) => {
-                    return self.send_ip(io, port, dst, buf);
+                    return self.deliver(io, pol, origin, port, dst, buf);
                 }
                 Some(NextHop::Gateway { port, via }) if from_tunnel && self.is_lan(port) => {
-                    return self.send_ip(io, port, via, buf);
+                    return self.deliver(io, pol, origin, port, via, buf);
                 }
                 _ => return self.drop_pkt(DropReason::NoRoute, buf),
             },
         };
+        if self.fw.is_some() {
+            let checked = match origin {
+                Origin::Tunnel(t) => self.fw_check(pol, t.if_index, sa.if_index, t.groups, buf.data()),
+                Origin::Lan { reply: true, .. } => Ok(()),
+                Origin::Lan { port, reply: false } => {
+                    self.fw_check(pol, self.port_if(port), sa.if_index, crate::policy::GroupMask::NONE, buf.data())
+                }
+            };
+            if let Err(r) = checked {
+                return self.drop_pkt(r, buf);
+            }
+        }
         self.seal(io, sa, buf);
+    }
+
+    /// Decrypted traffic onto a LAN port: through the firewall, then Ethernet.
+    #[inline]
+    fn deliver<P: PacketIo<Buf = B>>(
+        &mut self,
+        io: &mut P,
+        pol: &PolicySet,
+        origin: Origin,
+        port: u16,
+        next_hop: Ipv4Addr,
+        mut buf: B,
+    ) {
+        if let Origin::Tunnel(t) = origin {
+            if let Err(r) = self.fw_forward(pol, &t, port, buf.data_mut()) {
+                return self.drop_pkt(r, buf);
+            }
+        }
+        self.send_ip(io, port, next_hop, buf)
     }
 
     fn is_lan(&self, port: u16) -> bool {
