@@ -89,6 +89,10 @@ fn strongswan_dials_in_and_pings_through_the_dpdk_data_plane() {
     assert!(stdout.contains("  stat: rxp=5 txp=5 rxb=420 txb=420"), "tunnel list counters: {why}");
     assert!(stdout.contains("natt: mode=keepalive"), "{why}");
 
+    // The firewall policy passed (and source-NATed) the echoes both ways: the LAN host has no
+    // route back to the pool, so the replies prove the translation.
+    assert!(stdout.contains("hit_count=1 packets=10 bytes=840"), "policy counters: {why}");
+
     // Per-SA counters from the data plane: the worker counted what it opened and sealed.
     let stat = stdout
         .lines()

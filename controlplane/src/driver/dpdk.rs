@@ -35,7 +35,7 @@ use dialgate_dataplane::ring::{Command, Event as DpEvent, TxRequest};
 use dialgate_dataplane::route::NextHop;
 use dialgate_dataplane::sa::table::{InboundEntry, SpiAllocator, SpiParts};
 use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, SaCounters, Tunnel, UdpEncap};
-use dialgate_dataplane::worker::{Control, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig};
+use dialgate_dataplane::worker::{Control, FirewallConfig, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig};
 use dialgate_ffi::io::EthdevIo;
 use dialgate_ffi::{port, Eal, Launched, Mbuf, Mempool, PoolConfig, Port, PortConfig};
 use dialgate_ike::crypto::{Encr, Entropy, Integ};
@@ -47,6 +47,7 @@ use super::{EventLog, SaSink};
 use crate::config::objects::InterfaceRole;
 use crate::config::Config;
 use crate::diagnose::SaStats;
+use crate::firewall::{self, GroupMap, InterfaceMap};
 
 /// Coarse-clock resolution handed to the workers (ARP retry pacing, last-seen stamps).
 const TICK: Duration = Duration::from_millis(100);
@@ -142,8 +143,20 @@ pub struct DataPlane {
     next_tx: usize,
     started: Instant,
     counters: Counters,
+    fw: Firewall,
     // Declared last: dropped after every pool, port and worker that refers to it.
     _eal: Eal,
+}
+
+/// What the control plane needs to tag SAs for the workers' firewall and to reload its policy.
+struct Firewall {
+    cfg: Config,
+    ifs: InterfaceMap,
+    groups: GroupMap,
+    tunnel: String,
+    pool_base: Ipv4Addr,
+    /// EAP user of each established IKE SA (its groups go on the SA for `set groups` policies).
+    users: HashMap<u64, Option<String>>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -269,6 +282,16 @@ impl DataPlane {
         let pcfg =
             PlaneConfig { workers: plan.workers.len(), pool_base: base, pool_len: len, ..PlaneConfig::default() };
         let (mut control, links) = Plane::build::<Mbuf>(&pcfg);
+        // Firewall policy (tunnel → LAN and the replies), implicit deny as FortiOS: compiled
+        // before the workers start, so no packet passes unchecked.
+        let ifs = InterfaceMap::from_config(cfg);
+        let groups = GroupMap::from_config(cfg);
+        let set = firewall::compile(cfg, &ifs, &groups, None).map_err(|errs| {
+            anyhow!("firewall policy: {}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        })?;
+        control.policy.store(set);
+        let port_if: Vec<(u16, u16)> =
+            ports.iter().filter_map(|(name, port)| Some((port.id(), ifs.index(name)?))).collect();
         // The responder allocates SPIs from the control thread; the SPI allocator moves behind
         // a mutex shared with the SpiSource (never touched by a worker).
         let spis = Arc::new(Mutex::new(std::mem::replace(&mut control.spis, SpiAllocator::new(0, 0))));
@@ -289,6 +312,9 @@ impl DataPlane {
             let io = EthdevIo::new(pool.clone(), rx, tx).map_err(|e| anyhow!("worker on core {}: {e}", w.core))?;
             let mut wcfg = WorkerConfig::new(interfaces.clone(), w.tx_queue);
             wcfg.rx = polls;
+            let mut fw = FirewallConfig::new(port_if.clone());
+            fw.tick_ns = TICK.as_nanos() as u64;
+            wcfg.firewall = Some(fw);
             let stop = stop.clone();
             let launched = eal
                 .launch(w.core, move || match Worker::new(link, wcfg, io) {
@@ -336,8 +362,45 @@ impl DataPlane {
             next_tx: 0,
             started: Instant::now(),
             counters: Counters::default(),
+            fw: Firewall {
+                cfg: cfg.clone(),
+                ifs,
+                groups,
+                tunnel: phase1.to_string(),
+                pool_base: base,
+                users: HashMap::new(),
+            },
             _eal: eal,
         })
+    }
+
+    /// Recompiles the firewall policy from `cfg` and swaps it in atomically (established
+    /// connections keep going while still allowed); on error nothing changes.
+    pub fn reload_firewall(&mut self, cfg: &Config) -> Result<usize, String> {
+        let ifs = InterfaceMap::from_config(cfg);
+        if ifs != self.fw.ifs {
+            return Err("the interfaces or tunnels changed; restart dialgate to apply".into());
+        }
+        let groups = GroupMap::from_config(cfg);
+        let previous = self.control.policy.load();
+        let set = firewall::compile(cfg, &ifs, &groups, Some(&previous))
+            .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+        let n = set.policies().count();
+        self.control.policy.store(set);
+        self.fw.cfg = cfg.clone();
+        self.fw.groups = groups;
+        Ok(n)
+    }
+
+    /// `diagnose firewall policy list` with the workers' live counters.
+    pub fn policy_list(&self) -> String {
+        firewall::policy_list(&self.fw.cfg, &self.control.policy.load())
+    }
+
+    /// A renderer of [`DataPlane::policy_list`] for `diagnose` that needs no access to `self`.
+    pub fn policy_lister(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let (cfg, policy) = (self.fw.cfg.clone(), self.control.policy.clone());
+        move || firewall::policy_list(&cfg, &policy.load())
     }
 
     /// An [`SpiSource`] for the responder over this data plane's SPI allocator.
@@ -442,7 +505,13 @@ impl DataPlane {
             }
         });
         let tunnel = Tunnel { local: sa.path.local.ip(), remote: sa.path.remote.ip(), encap };
-        let out = OutboundSa::new(sa.outbound_spi, t_out, tunnel, sa.esn, Lifetime::default());
+        let f = &self.fw;
+        let user = f.users.get(&sa.ike_spi).and_then(|u| u.as_deref());
+        // The pool offset names the client's connections across CHILD_SA rekeys.
+        let conn_id = u32::from(vip).wrapping_sub(u32::from(f.pool_base));
+        let tag = firewall::tunnel_tag(&f.cfg, &f.ifs, &f.groups, &f.tunnel, user, Some(conn_id));
+        let out =
+            OutboundSa::new(sa.outbound_spi, t_out, tunnel, sa.esn, Lifetime::default()).with_if_index(tag.if_index);
         self.control.outbound.install_vip(vip, out).map_err(|e| format!("outbound table: {e}"))?;
         let inbound = InboundSa::new(sa.inbound_spi, t_in, sa.esn, self.replay_window, Lifetime::default());
         let rx = inbound.counters.clone();
@@ -452,7 +521,7 @@ impl DataPlane {
             integ: Zeroizing::new(sa.outbound.integ.to_vec()),
             esn: sa.esn,
         });
-        let entry = InboundEntry::new(inbound, IpAddr::V4(vip), Some(sa.path.remote));
+        let entry = InboundEntry::new(inbound, IpAddr::V4(vip), Some(sa.path.remote)).with_tunnel(tag);
         if self.control.install_inbound(Box::new(entry)).is_err() {
             if let Some(slot) = self.control.outbound.slot_of(vip) {
                 let _ = self.control.outbound.remove(slot);
@@ -483,16 +552,17 @@ impl DataPlane {
         let cur = self
             .control
             .outbound
-            .inspect(slot, |o| (o.spi, o.last_seq(), o.packets(), o.counters.bytes(), o.tunnel))
+            .inspect(slot, |o| (o.spi, o.last_seq(), o.packets(), o.counters.bytes(), o.tunnel, o.if_index))
             .ok_or("outbound SA gone")?;
-        let (out_spi, last, packets, bytes, old) = cur;
+        let (out_spi, last, packets, bytes, old, if_index) = cur;
         if out_spi != s.outbound_spi {
             return Err("rekeyed meanwhile");
         }
         let Some(tunnel) = moved_tunnel(old, from) else { return Ok(()) };
         let o = &s.out;
         let t = Transform::new(o.alg, Backend::AwsLc, &o.encr, &o.integ).map_err(|_| "transform")?;
-        let sa = OutboundSa::with_seq(out_spi, t, tunnel, o.esn, Lifetime::default(), last.saturating_add(SEQ_GAP));
+        let sa = OutboundSa::with_seq(out_spi, t, tunnel, o.esn, Lifetime::default(), last.saturating_add(SEQ_GAP))
+            .with_if_index(if_index);
         self.control.outbound.install(slot, sa).map_err(|_| "install")?;
         s.tx_base = (s.tx_base.0 + packets, s.tx_base.1 + bytes);
         Ok(())
@@ -549,13 +619,21 @@ impl SaSink for DataPlane {
         self.retire_child(&s);
     }
 
+    fn established(&mut self, ike_spi: u64, user: Option<&str>) {
+        self.fw.users.insert(ike_spi, user.map(str::to_string));
+    }
+
     fn rekey_ike_sa(&mut self, old: u64, new: u64) {
         if let Some(v) = self.sas.remove(&old) {
             self.sas.entry(new).or_default().extend(v);
         }
+        if let Some(u) = self.fw.users.remove(&old) {
+            self.fw.users.insert(new, u);
+        }
     }
 
     fn remove_ike_sa(&mut self, ike_spi: u64) {
+        self.fw.users.remove(&ike_spi);
         for s in self.sas.remove(&ike_spi).unwrap_or_default() {
             println!("{}", self.traffic_line(&s, "removed"));
             self.retire_child(&s);
@@ -641,6 +719,7 @@ where
             }
         }
         dp.control.outbound.reclaim();
+        dp.control.policy.reclaim();
     }
     publish(responder, dp, log);
     dp.counters

@@ -35,6 +35,8 @@ pub trait SaSink {
     fn remove_ike_sa(&mut self, ike_spi: u64);
     /// Removes one CHILD_SA (the peer deleted it, e.g. after a rekey).
     fn remove_child(&mut self, _ike_spi: u64, _inbound_spi: u32) {}
+    /// IKE SA `ike_spi` is established for `user` (before its CHILD_SAs are installed).
+    fn established(&mut self, _ike_spi: u64, _user: Option<&str>) {}
     /// The IKE SA `old` was rekeyed into `new`: its CHILD_SAs now belong to `new`.
     fn rekey_ike_sa(&mut self, _old: u64, _new: u64) {}
 }
@@ -257,6 +259,7 @@ impl EventLog {
                 }
             }
             Event::IkeSaEstablished { spi, path, user, peer_id, assigned } => {
+                sink.established(spi, user.as_deref());
                 let p = self.prefix(Some(spi));
                 out(format!(
                     "{p}IKE SA established: spi={spi:016x} peer={} peer-id={peer_id} eap-user={} assigned={}",

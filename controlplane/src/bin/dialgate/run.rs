@@ -287,12 +287,20 @@ fn dpdk_main(
     }
     println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
     let path = cfg_path.to_string();
-    let reload = move |r: &mut Responder<_, DbVerifier, _>, _: &mut DataPlane| match config::load_file(&path) {
-        Ok(new) => {
-            r.verifier_mut().db.update(&new);
-            reload_diag.set_two_factor_users(diagnose::two_factor_users(&new));
-            println!("dialgate: {path} reloaded (users, groups, tokens)");
-        }
+    reload_diag.set_firewall(Arc::new(dp.policy_lister()));
+    let reload = move |r: &mut Responder<_, DbVerifier, _>, dp: &mut DataPlane| match config::load_file(&path) {
+        Ok(new) => match dp.reload_firewall(&new) {
+            Ok(n) => {
+                r.verifier_mut().db.update(&new);
+                reload_diag.set_two_factor_users(diagnose::two_factor_users(&new));
+                reload_diag.set_firewall(Arc::new(dp.policy_lister()));
+                println!("dialgate: {path} reloaded (users, groups, tokens, {n} firewall policies)");
+            }
+            Err(e) => {
+                eprintln!("{path}: firewall policy: {e}");
+                println!("dialgate: {path} has 1 error(s); the running configuration is unchanged");
+            }
+        },
         Err(errs) => {
             for e in &errs {
                 eprintln!("{e}");
