@@ -477,3 +477,48 @@ fn delete_and_dead_peer_leave_the_data_plane() {
     assert_eq!(lab.vip(b), va, "the dead peer's address was reused");
     assert_eq!(lab.ping(b, 3, "0.1"), 3);
 }
+
+/// strongSwan rekeys the CHILD_SA and then the IKE SA in the middle of a ping flood: not one
+/// echo is lost (make before break: the gateway seals with the new SA only once the client
+/// uses it), the old CHILD_SA leaves the data plane when the client deletes it, and the
+/// tunnel keeps working on the rekeyed IKE SA.
+#[test]
+fn rekeys_during_a_ping_flood_lose_nothing() {
+    let mut lab = lab_or_skip!("rekey");
+    lab.start_gateway();
+    let a = lab.add_client(USER2, PASSWORD2);
+    lab.initiate(a);
+    let vip = lab.vip(a);
+    let ns = lab.clients[a].0.clone();
+    let flood = Command::new("ip")
+        .args(["netns", "exec", &ns, "ping", "-q", "-c", "600", "-i", "0.005", "-W", "2", "-I", &vip, "10.50.0.10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(700));
+    let (ok, out) = lab.swanctl(a, &["--rekey", "--child", "dialgate"]);
+    assert!(ok, "child rekey: {out}");
+    lab.wait_out("delete child SA:", 1, Duration::from_secs(5));
+    let (ok, out) = lab.swanctl(a, &["--rekey", "--ike", "dialgate"]);
+    assert!(ok, "IKE rekey: {out}");
+    lab.wait_out("IKE SA rekeyed:", 1, Duration::from_secs(5));
+    let out = flood.wait_with_output().expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let got: u32 = text
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" received"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let gw = lab.gw_out();
+    assert_eq!(got, 600, "echoes lost across the rekeys: {text}\n{gw}\n{}", lab.gw_err());
+    assert_eq!(gw.matches("install child SA:").count(), 2, "{gw}");
+    assert!(gw.contains("IKE SA closed: deleted"), "the old IKE SA was deleted: {gw}");
+    assert!(lab.gw_err().contains("received delete for CHILD_SA"), "{}", lab.gw_err());
+    // After both rekeys: still traffic both ways, and a clean DELETE on the new IKE SA.
+    assert_eq!(lab.ping(a, 3, "0.1"), 3);
+    let (ok, out) = lab.swanctl(a, &["--terminate", "--ike", "dialgate", "--timeout", "5"]);
+    assert!(ok, "{out}");
+    lab.wait_out("IKE SA closed: deleted", 2, Duration::from_secs(5));
+    lab.wait_out(" removed, stat:", 2, Duration::from_secs(5));
+}

@@ -144,6 +144,8 @@ pub struct DataPlane {
     started: Instant,
     counters: Counters,
     fw: Firewall,
+    /// Outbound halves of rekeyed CHILD_SAs waiting for their switch, by new inbound SPI.
+    pending_out: HashMap<u32, (Ipv4Addr, OutboundSa)>,
     // Declared last: dropped after every pool, port and worker that refers to it.
     _eal: Eal,
 }
@@ -362,6 +364,7 @@ impl DataPlane {
             next_tx: 0,
             started: Instant::now(),
             counters: Counters::default(),
+            pending_out: HashMap::new(),
             fw: Firewall {
                 cfg: cfg.clone(),
                 ifs,
@@ -436,8 +439,9 @@ impl DataPlane {
             .control
             .outbound
             .slot_of(s.vip)
-            .and_then(|slot| self.control.outbound.inspect(slot, |o| (o.packets(), o.counters.bytes())))
-            .unwrap_or((0, 0));
+            .and_then(|slot| self.control.outbound.inspect(slot, |o| (o.spi, o.packets(), o.counters.bytes())))
+            .filter(|o| o.0 == s.outbound_spi)
+            .map_or((0, 0), |o| (o.1, o.2));
         SaTraffic { rxp: s.rx.packets(), txp: txp + s.tx_base.0, rxb: s.rx.bytes(), txb: txb + s.tx_base.1 }
     }
 
@@ -512,7 +516,20 @@ impl DataPlane {
         let tag = firewall::tunnel_tag(&f.cfg, &f.ifs, &f.groups, &f.tunnel, user, Some(conn_id));
         let out =
             OutboundSa::new(sa.outbound_spi, t_out, tunnel, sa.esn, Lifetime::default()).with_if_index(tag.if_index);
-        self.control.outbound.install_vip(vip, out).map_err(|e| format!("outbound table: {e}"))?;
+        // Make before break (RFC 7296 §2.8): a rekeyed SA's outbound half waits until the peer
+        // uses the new inbound SA (proof it installed both) or deletes the old one, so no
+        // packet is sealed for an SA the peer cannot open yet.
+        let slot_busy = self
+            .control
+            .outbound
+            .slot_of(vip)
+            .and_then(|slot| self.control.outbound.inspect(slot, |o| o.spi))
+            .is_some();
+        if sa.rekeys.is_some() && slot_busy {
+            self.pending_out.insert(sa.inbound_spi, (vip, out));
+        } else {
+            self.control.outbound.install_vip(vip, out).map_err(|e| format!("outbound table: {e}"))?;
+        }
         let inbound = InboundSa::new(sa.inbound_spi, t_in, sa.esn, self.replay_window, Lifetime::default());
         let rx = inbound.counters.clone();
         let out = Arc::new(OutboundSpec {
@@ -523,12 +540,20 @@ impl DataPlane {
         });
         let entry = InboundEntry::new(inbound, IpAddr::V4(vip), Some(sa.path.remote)).with_tunnel(tag);
         if self.control.install_inbound(Box::new(entry)).is_err() {
-            if let Some(slot) = self.control.outbound.slot_of(vip) {
-                let _ = self.control.outbound.remove(slot);
+            if self.pending_out.remove(&sa.inbound_spi).is_none() {
+                if let Some(slot) = self.control.outbound.slot_of(vip) {
+                    let _ = self.control.outbound.remove(slot);
+                }
             }
             return Err("command ring full".into());
         }
         Ok(InstalledSa { inbound_spi: sa.inbound_spi, outbound_spi: sa.outbound_spi, vip, rx, out, tx_base: (0, 0) })
+    }
+
+    /// Publishes the deferred outbound SA of a rekeyed CHILD_SA (see `install_child`).
+    fn switch_outbound(&mut self, inbound_spi: u32) -> bool {
+        let Some((vip, out)) = self.pending_out.remove(&inbound_spi) else { return false };
+        self.control.outbound.install_vip(vip, out).is_ok()
     }
 
     fn retire_child(&mut self, s: &InstalledSa) {
@@ -542,6 +567,12 @@ impl DataPlane {
             }
         }
         self.counters.sa_removed += 1;
+        // The old SA is gone: its successor sends from now on, used or not.
+        let successors: Vec<u32> =
+            self.pending_out.iter().filter(|(_, (vip, _))| *vip == s.vip).map(|(spi, _)| *spi).collect();
+        for spi in successors {
+            self.switch_outbound(spi);
+        }
     }
 
     /// NAT rebinding (RFC 3948 §2.1, RFC 7296 §2.23): authenticated ESP for inbound SA `spi`
@@ -582,7 +613,8 @@ impl DataPlane {
                     self.control.broadcast(|| Command::NeighbourAdd { port, ip, mac });
                 }
                 DpEvent::FirstPacket { spi, from } => {
-                    log.push(format!("esp: first packet on SA {spi:08x} from {from}"))
+                    let switched = if self.switch_outbound(spi) { ", outbound switched to its pair" } else { "" };
+                    log.push(format!("esp: first packet on SA {spi:08x} from {from}{switched}"));
                 }
                 DpEvent::PeerMoved { spi, from } => {
                     let what = match self.follow_peer(spi, from) {
