@@ -71,10 +71,14 @@ config user local
         set type password
         set passwd "p@ssw0rd"
     next
+    edit "userd"
+        set type password
+        set passwd "p@ssw0rd"
+    next
 end
 config user group
     edit "local-group"
-        set member "userc"
+        set member "userc" "userd"
     next
 end
 config endpoint-control fctems
@@ -134,12 +138,14 @@ fn wait_for(file: &Path, needle: &str, limit: Duration) -> String {
 }
 
 fn connect(port: u16, fct: &str, token: Option<&Path>) -> (Output, String) {
-    connect_with(port, fct, token, &[])
+    connect_with(port, fct, token, &["--user", "userc"])
 }
 
 fn connect_with(port: u16, fct: &str, token: Option<&Path>, extra: &[&str]) -> (Output, String) {
     let mut c = Command::new(DIALGATE);
-    c.args(["connect", "--server", &format!("127.0.0.1:{port}"), "--user", "userc", "--timeout", "8"])
+    // Each endpoint logs in as its own user: a second login of one user with INITIAL_CONTACT
+    // would replace the first tunnel (RFC 7296 §2.4).
+    c.args(["connect", "--server", &format!("127.0.0.1:{port}"), "--timeout", "8"])
         .args(["--fct", fct])
         .args(extra)
         .env("DIALGATE_PASSWORD", "p@ssw0rd")
@@ -228,9 +234,9 @@ fn seed_examples_end_to_end() {
 
     // A second tagged endpoint over UDP 4500 (non-ESP marker), behind the same NAT address.
     let fct2 = format!("UID={UID}1 IP=172.16.200.243 EMSSN={SERIAL}");
-    let (out, text) = connect_with(natt, &fct2, None, &["--timeout", "1.5"]);
+    let (out, text) = connect_with(natt, &fct2, None, &["--user", "userd", "--timeout", "1.5"]);
     assert_eq!(out.status.code(), Some(1), "without the marker the NAT-T port takes IKE for ESP: {text}");
-    let (out, text) = connect_with(natt, &fct2, None, &["--natt"]);
+    let (out, text) = connect_with(natt, &fct2, None, &["--user", "userd", "--natt"]);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("connected: assigned 10.212.134.201 "), "{text}");
 
@@ -279,7 +285,7 @@ fn seed_examples_end_to_end() {
         ike,
         &format!("UID={UID},IP=10.160.1.197,EMSSN={SERIAL},FCTTAGS=1"),
         Some(&tok),
-        &["--hold", "1.2", "--token-interval", "0.5"],
+        &["--user", "userc", "--hold", "1.2", "--token-interval", "0.5"],
     );
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("token update answered").count(), 2, "{text}");

@@ -506,6 +506,13 @@ impl dialgate_ike::responder::SpiSource for DataPlaneSpis {
 struct TagCheck(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
 impl dialgate_ike::responder::ClientCheck for TagCheck {
+    fn update(&mut self, spi: u64, notifies: &[Notify]) {
+        let d: Vec<String> = notifies.iter().map(|n| String::from_utf8_lossy(&n.data).into_owned()).collect();
+        self.0.lock().unwrap().push(format!("update {spi:x} {}", d.join("|")));
+    }
+    fn closed(&mut self, spi: u64) {
+        self.0.lock().unwrap().push(format!("closed {spi:x}"));
+    }
     fn check(&mut self, c: &dialgate_ike::responder::ClientInfo<'_>) -> dialgate_ike::responder::CheckVerdict {
         use dialgate_ike::responder::CheckVerdict;
         let data: Vec<String> = c.notifies.iter().map(|n| String::from_utf8_lossy(&n.data).into_owned()).collect();
@@ -569,9 +576,22 @@ fn spi_source_and_client_check_hooks() {
     assert!(ev.iter().any(|e| matches!(e, Event::AuthFailed { reason, .. } if reason == "tags check failure")));
     assert!(ev.iter().any(|e| matches!(e, Event::Debug { line, .. } if line == "tags check failure, abort")));
     assert_eq!(spis.lock().unwrap().len(), 1, "no SPI taken for a refused client");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], format!("{USER}:{UNIX0}:TAG=good"), "only private notifies, with user and time");
+    }
+    // After the tunnel is up: a fresh token in INFORMATIONAL reaches the check, and so does the
+    // end of the SA.
+    let ike = sim.gw.established_spis()[0];
+    let note = Payload::Notify(Notify::new(NotifyType(0xF101), b"token-2".to_vec()));
+    let r = sim.send_all(p, &c.request(ExchangeType::INFORMATIONAL, vec![note]));
+    assert!(c.open(&r).1.is_empty());
+    let del = DeletePayload { protocol: ProtocolId::IKE, spi_size: 0, spis: vec![] };
+    sim.send_all(p, &c.request(ExchangeType::INFORMATIONAL, vec![Payload::Delete(del)]));
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 2);
-    assert_eq!(seen[0], format!("{USER}:{UNIX0}:TAG=good"), "only private notifies, with user and time");
+    assert!(seen.contains(&format!("update {ike:x} token-2")), "{seen:?}");
+    assert!(seen.contains(&format!("closed {ike:x}")), "{seen:?}");
 }
 
 /// A logged-in client: its initiator, path, assigned address and CHILD_SA SPIs (ours, its).

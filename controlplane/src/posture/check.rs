@@ -104,6 +104,14 @@ impl Sessions {
         self.lock().remove(&spi);
     }
 
+    /// Moves a session to the rekeyed IKE SA.
+    pub fn rekey(&self, old: u64, new: u64) {
+        let mut m = self.lock();
+        if let Some(s) = m.remove(&old) {
+            m.insert(new, s);
+        }
+    }
+
     /// Replaces the token of an IKE SA (a token update in INFORMATIONAL).
     pub fn update_token(&self, spi: u64, token: Vec<u8>) {
         if let Some(s) = self.lock().get_mut(&spi) {
@@ -247,6 +255,20 @@ impl PostureCheck {
 }
 
 impl ClientCheck for PostureCheck {
+    fn update(&mut self, spi: u64, notifies: &[Notify]) {
+        if let Some(t) = notifies.iter().find(|n| n.ty == NotifyType(ZTNA_TAG_TOKEN)) {
+            self.sessions.update_token(spi, t.data.clone());
+        }
+    }
+
+    fn rekeyed(&mut self, old: u64, new: u64) {
+        self.sessions.rekey(old, new);
+    }
+
+    fn closed(&mut self, spi: u64) {
+        self.sessions.forget(spi);
+    }
+
     fn check(&mut self, client: &ClientInfo<'_>) -> CheckVerdict {
         let mut debug = Vec::new();
         let fct = client.notifies.iter().find(|n| n.ty == NotifyType(FORTICLIENT_CONNECT));

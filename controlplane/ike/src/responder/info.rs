@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use super::{response_header, CloseReason, Ctx, Event, IkeSa, Transmit};
 use crate::crypto::Entropy;
-use crate::message::{DeletePayload, ExchangeType, Header, Payload, PayloadType, ProtocolId, FLAG_RESPONSE};
+use crate::message::{DeletePayload, ExchangeType, Header, Notify, Payload, PayloadType, ProtocolId, FLAG_RESPONSE};
+
+/// First private-use Notify status type (RFC 7296 §3.10.1).
+const PRIVATE_NOTIFY: u16 = 40960;
 
 /// Dead-peer detection settings (phase1 `dpd`, `dpd-retryinterval`, `dpd-retrycount`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +39,19 @@ pub(crate) struct Pending {
 pub(super) fn request<R, V, P>(ctx: &mut Ctx<R, V, P>, sa: &mut IkeSa, payloads: Vec<Payload>) -> Vec<Payload> {
     let mut resp = Vec::new();
     let mut ours = Vec::new();
+    let private: Vec<Notify> = payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Notify(n) if n.ty.0 >= PRIVATE_NOTIFY => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    if !private.is_empty() {
+        if let Some(c) = ctx.client_check.as_mut() {
+            c.update(sa.spi_r, &private);
+        }
+        ctx.debug(Some(sa.spi_r), format!("received {} client notify(s) in INFORMATIONAL", private.len()));
+    }
     for p in payloads {
         let Payload::Delete(d) = p else { continue };
         if d.protocol == ProtocolId::IKE {

@@ -195,6 +195,13 @@ pub enum CheckVerdict {
 pub trait ClientCheck: Send {
     /// Checks a client that has just authenticated.
     fn check(&mut self, client: &ClientInfo<'_>) -> CheckVerdict;
+    /// An established client sent private-use notifies in an INFORMATIONAL request (e.g. a
+    /// fresh tag token); the check keeps them for its re-checks.
+    fn update(&mut self, _spi: u64, _notifies: &[Notify]) {}
+    /// IKE SA `old` was rekeyed into `new`.
+    fn rekeyed(&mut self, _old: u64, _new: u64) {}
+    /// IKE SA `spi` is gone.
+    fn closed(&mut self, _spi: u64) {}
 }
 
 /// Keys of one direction of a CHILD_SA.
@@ -534,6 +541,9 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
             }
         };
         if let Some(new) = after.spawned {
+            if let Some(c) = self.ctx.client_check.as_mut() {
+                c.rekeyed(header.spi_r, new.spi_r);
+            }
             if !self.sas.contains_key(&new.spi_r) {
                 self.by_initiator.insert((new.spi_i, new.path.remote), new.spi_r);
                 self.sas.insert(new.spi_r, *new);
@@ -565,6 +575,9 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
             self.by_initiator.retain(|_, v| *v != spi);
             if let Some(a) = sa.assigned {
                 self.ctx.pool.release(a);
+            }
+            if let Some(c) = self.ctx.client_check.as_mut() {
+                c.closed(spi);
             }
             self.ctx.events.push_back(Event::IkeSaClosed { spi, reason });
         }
