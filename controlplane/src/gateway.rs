@@ -180,7 +180,8 @@ impl Gateway {
     }
 }
 
-/// [`UserVerifier`] over the configured users: MSCHAPv2 with password ‖ token code, then the
+/// [`UserVerifier`] over the configured users: MSCHAPv2 with password ‖ token code (or the bare
+/// password with [`MsChapOk::token_needed`], for a second round with the code alone), then the
 /// phase1 `authusrgrp` membership.
 #[derive(Debug)]
 pub struct DbVerifier {
@@ -202,14 +203,18 @@ impl UserVerifier for DbVerifier {
     ) -> Result<MsChapOk, AuthReject> {
         let ok = self
             .db
-            .verify_mschapv2(user, auth_challenge, peer_challenge, nt_response, now_unix)
+            .verify_mschapv2_first_factor(user, auth_challenge, peer_challenge, nt_response, now_unix)
             .map_err(|f| AuthReject { reason: f.reason.to_string() })?;
         if !self.group.is_empty() && !self.db.group_member(&self.group, &ok.user) {
             return Err(AuthReject {
                 reason: format!("user is not in group {:?} of tunnel {:?}", self.group, self.tunnel),
             });
         }
-        Ok(MsChapOk { authenticator_response: ok.authenticator_response, msk: ok.msk })
+        Ok(MsChapOk { authenticator_response: ok.authenticator_response, msk: ok.msk, token_needed: ok.token_needed })
+    }
+
+    fn verify_token(&mut self, user: &str, code: &str, now_unix: u64) -> Result<(), AuthReject> {
+        self.db.verify_token_code(user, code, now_unix).map_err(|f| AuthReject { reason: f.reason.to_string() })
     }
 }
 

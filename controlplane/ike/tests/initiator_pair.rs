@@ -51,7 +51,7 @@ fn gw_config(fragment_len: usize) -> Config {
 }
 
 fn gw(fragment_len: usize) -> Responder<TestRng, TestUsers, TestPool> {
-    let users = TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![]);
+    let users = TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![], Default::default());
     let pool = TestPool::range(Ipv4Addr::new(10, 40, 40, 2), Ipv4Addr::new(10, 40, 40, 20));
     Responder::new(Arc::new(gw_config(fragment_len)), TestRng(0x5eed_0001), users, pool, Instant::now(), 1_700_000_000)
 }

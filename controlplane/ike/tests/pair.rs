@@ -59,7 +59,8 @@ struct Sim {
 impl Sim {
     fn new(cfg: Config) -> Self {
         let t0 = Instant::now();
-        let users = TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![]);
+        let users =
+            TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![], Default::default());
         let pool = TestPool::range(Ipv4Addr::new(10, 40, 40, 2), Ipv4Addr::new(10, 40, 40, 20));
         Self { gw: Responder::new(Arc::new(cfg), TestRng(0x5eed_0001), users, pool, t0, UNIX0), now: t0, t0 }
     }

@@ -114,6 +114,9 @@ pub struct MsChapOk {
     /// The 64-byte MSK (RFC 3079 §3: MasterReceiveKey ‖ MasterSendKey ‖ 32 zero bytes, as EAP
     /// method keys are laid out for IKEv2).
     pub msk: Zeroizing<[u8; 64]>,
+    /// Only the bare password matched for a user with a token: the token code must follow in a
+    /// second authentication round (RFC 4739, EAP-GTC) or the login fails.
+    pub token_needed: bool,
 }
 
 /// A refused authentication; `reason` is for logs only.
@@ -134,6 +137,13 @@ pub trait UserVerifier {
         nt_response: &[u8; 24],
         now_unix: u64,
     ) -> Result<MsChapOk, AuthReject>;
+
+    /// Checks a token code alone for `user` (second round, after [`MsChapOk::token_needed`]).
+    /// A code must be accepted at most once; failures count towards lock-out. The default refuses.
+    fn verify_token(&mut self, user: &str, code: &str, now_unix: u64) -> Result<(), AuthReject> {
+        let _ = (user, code, now_unix);
+        Err(AuthReject { reason: "token codes are not supported".into() })
+    }
 }
 
 /// Hands out internal addresses (mode-cfg pool).
@@ -337,9 +347,21 @@ pub(crate) enum Phase {
     /// MSCHAPv2 challenge sent.
     EapChallenge { child: auth::PendingChild, user: String, challenge: [u8; 16] },
     /// MSCHAPv2 success request sent, waiting for the peer's success response.
-    EapSuccessPending { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]> },
-    /// EAP Success sent; waiting for the AUTH computed from the MSK.
-    AwaitAuth { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]> },
+    EapSuccessPending { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]>, token_needed: bool },
+    /// EAP Success sent; waiting for the AUTH computed from the MSK. `token_needed`: a second
+    /// round (RFC 4739) must follow.
+    AwaitAuth { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]>, token_needed: bool },
+    /// First round done with ANOTHER_AUTH_FOLLOWS; waiting for the second round's IDi.
+    SecondRound { child: auth::PendingChild, user: String },
+    /// Second round: EAP Identity requested.
+    GtcIdentity { child: auth::PendingChild, user: String, idi: Identification },
+    /// Second round: EAP-GTC request for the token code sent.
+    Gtc { child: auth::PendingChild, user: String, idi: Identification },
+    /// Second round: token push sent; the request `req` is answered once
+    /// [`Responder::approve_token`] is called for `user`.
+    PushPending { child: auth::PendingChild, user: String, idi: Identification, req: Header },
+    /// Second round: EAP Success sent; waiting for the AUTH computed from SK_pi (no MSK).
+    AwaitAuth2 { child: auth::PendingChild, user: String, idi: Identification },
     /// MSCHAPv2 failure request sent; the next message ends the exchange.
     EapFailing,
     /// Authenticated.
@@ -571,6 +593,21 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
         true
     }
 
+    /// Approves the pending token push of `user` (the FortiToken Mobile "approve" tap): every
+    /// negotiation of that user waiting in the EAP-GTC round gets its EAP Success and goes on to
+    /// the final AUTH. Returns how many negotiations were waiting.
+    pub fn approve_token(&mut self, user: &str, now: Instant) -> usize {
+        let mut approved = 0;
+        for sa in self.sas.values_mut() {
+            let waiting = matches!(&sa.phase, Phase::PushPending { user: u, .. } if u.eq_ignore_ascii_case(user));
+            if waiting && auth::push_approved(&mut self.ctx, sa) {
+                sa.last_seen = now;
+                approved += 1;
+            }
+        }
+        approved
+    }
+
     /// Our SPIs of the established IKE SAs.
     pub fn established_spis(&self) -> Vec<u64> {
         self.sas.values().filter(|s| matches!(s.phase, Phase::Established)).map(|s| s.spi_r).collect()
@@ -597,6 +634,14 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
                 self.by_initiator.retain(|_, v| *v != spi);
                 if let Some(a) = sa.assigned {
                     self.ctx.pool.release(a);
+                }
+                if let Phase::PushPending { user, .. } = &sa.phase {
+                    self.ctx.debug(Some(spi), format!("Token push for user \"{user}\" was not approved in time"));
+                    self.ctx.events.push_back(Event::AuthFailed {
+                        spi,
+                        user: user.clone(),
+                        reason: "token push was not approved before negotiate-timeout".to_string(),
+                    });
                 }
                 let reason = if matches!(sa.phase, Phase::Dead) {
                     CloseReason::AuthFailed
