@@ -156,6 +156,7 @@ impl Gateway {
             esp,
             local_id,
             psk: Zeroizing::new(psk.expose().as_bytes().to_vec()),
+            certificate: None,
             eap_identity_request: p1.eap_identity == EapIdentity::SendRequest,
             cookie_threshold: 64,
             fragment_len: 1280,

@@ -33,6 +33,7 @@ fn config(cookie_threshold: usize, fragment_len: usize) -> Config {
         esp: EspOffer::parse(P2, &[], false).unwrap(),
         local_id: Identification { ty: IdType::ID_FQDN, data: b"gw.dialgate.test".to_vec() },
         psk: Zeroizing::new(PSK.to_vec()),
+        certificate: None,
         eap_identity_request: true,
         cookie_threshold,
         fragment_len,

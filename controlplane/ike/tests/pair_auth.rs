@@ -14,7 +14,9 @@ use dialgate_ike::crypto::dh::DhGroup;
 use dialgate_ike::eap::{self, MsChapV2};
 use dialgate_ike::message::*;
 use dialgate_ike::proposal::{EspOffer, IkeOffer};
-use dialgate_ike::responder::{CloseReason, Config, Event, Path, Responder};
+use dialgate_ike::responder::{
+    pem_blocks, CloseReason, Config, Event, GatewayCert, Path, Responder, ECDSA_WITH_SHA256, SHA256_WITH_RSA,
+};
 use zeroize::Zeroizing;
 
 const P1: &str = "aes128-sha256 aes256gcm-prfsha384 chacha20poly1305-prfsha256";
@@ -33,6 +35,7 @@ fn config() -> Config {
         esp: EspOffer::parse(P2, &[], false).unwrap(),
         local_id: Identification { ty: IdType::ID_FQDN, data: b"gw.dialgate.test".to_vec() },
         psk: Zeroizing::new(PSK.to_vec()),
+        certificate: None,
         eap_identity_request: true,
         cookie_threshold: 100,
         fragment_len: 1280,
@@ -329,4 +332,69 @@ fn token_push_times_out() {
     assert!(ev.iter().any(|e| matches!(e, Event::IkeSaClosed { reason: CloseReason::NegotiationTimeout, .. })));
     assert_eq!(sim.gw.approve_token(USER, sim.now), 0);
     assert_eq!(sim.gw.ike_sa_count(), 0);
+}
+
+/// The gateway authenticates with `cert`/`key` (fixtures made with strongSwan's `pki`); the
+/// initiator checks CERT, AUTH method 14 and the RFC 7427 signature with the key's public half.
+fn cert_login(cert: &[u8], key: &[u8], alg_id: &[u8]) {
+    let gc = GatewayCert::from_pem(cert, key).unwrap();
+    let mut cfg = config();
+    cfg.certificate = Some(Arc::new(gc));
+    let mut sim = Sim::new(cfg);
+    let p = path(4510);
+    let mut c = Initiator::new(
+        9,
+        IkeOffer::parse(P1, &[19], false).unwrap(),
+        EspOffer::parse(P2, &[], false).unwrap(),
+        "Plain",
+        p,
+    );
+    let req = c.sa_init(DhGroup::Ecp256, None, false);
+    let r = sim.send_all(p, &[req]);
+    c.sa_init_response(&r[0]).unwrap();
+    // HDR, SK {IDi, ...} --> <-- HDR, SK {IDr, CERT, AUTH(14), EAP(Identity)}
+    let r = sim.send_all(p, &c.auth1(None));
+    let (_, pl) = c.open(&r);
+    let idr = find(&pl, |x| if let Payload::IdR(i) = x { Some(i.clone()) } else { None }).unwrap();
+    let certs: Vec<CertPayload> =
+        pl.iter().filter_map(|x| if let Payload::Cert(c) = x { Some(c.clone()) } else { None }).collect();
+    let leaf = pem_blocks(cert).remove(0).1;
+    assert_eq!(certs, vec![CertPayload { encoding: 4, data: leaf }]);
+    let auth = auth_of(&pl).unwrap();
+    assert_eq!(auth.method, AuthMethod::DIGITAL_SIGNATURE);
+    let n = usize::from(auth.data[0]);
+    assert_eq!(&auth.data[1..=n], alg_id, "RFC 7427 AlgorithmIdentifier");
+    let sig = &auth.data[1 + n..];
+    let octets = c.responder_signed_octets(&idr);
+    let key_der = pem_blocks(key).remove(0).1;
+    use aws_lc_rs::signature::{self as s, KeyPair};
+    let (alg, public): (&dyn s::VerificationAlgorithm, Vec<u8>) = if alg_id == ECDSA_WITH_SHA256 {
+        let k = s::EcdsaKeyPair::from_private_key_der(&s::ECDSA_P256_SHA256_ASN1_SIGNING, &key_der).unwrap();
+        (&s::ECDSA_P256_SHA256_ASN1, k.public_key().as_ref().to_vec())
+    } else {
+        let k = s::RsaKeyPair::from_der(&key_der).unwrap();
+        (&s::RSA_PKCS1_2048_8192_SHA256, k.public_key().as_ref().to_vec())
+    };
+    let pk = s::UnparsedPublicKey::new(alg, public);
+    pk.verify(&octets, sig).expect("gateway signature verifies");
+    let mut other = octets.clone();
+    other[0] ^= 1;
+    assert!(pk.verify(&other, sig).is_err(), "the signature covers the IKE_SA_INIT response");
+    assert!(eap_of(&pl).is_some(), "EAP follows the certificate AUTH");
+}
+
+#[test]
+fn gateway_certificate_auth_ecdsa_p256() {
+    cert_login(include_bytes!("fixtures/gw-ec.crt"), include_bytes!("fixtures/gw-ec.key"), ECDSA_WITH_SHA256);
+}
+
+#[test]
+fn gateway_certificate_auth_rsa() {
+    cert_login(include_bytes!("fixtures/gw-rsa.crt"), include_bytes!("fixtures/gw-rsa.key"), SHA256_WITH_RSA);
+}
+
+#[test]
+fn certificate_and_key_must_match() {
+    let err = GatewayCert::from_pem(include_bytes!("fixtures/gw-ec.crt"), include_bytes!("fixtures/gw-rsa.key"));
+    assert_eq!(err.unwrap_err().to_string(), "the private key does not belong to the certificate");
 }

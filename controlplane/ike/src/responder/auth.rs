@@ -20,8 +20,8 @@ use crate::eap::{self, EapPacket, MsChapV2};
 use crate::error::Error;
 use crate::keymat::child_keymat;
 use crate::message::{
-    find_notify, AuthMethod, AuthPayload, CfgType, CpAttrType, CpAttribute, CpPayload, ExchangeType, Header,
-    Identification, Notify, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
+    find_notify, AuthMethod, AuthPayload, CertPayload, CfgType, CpAttrType, CpAttribute, CpPayload, ExchangeType,
+    Header, Identification, Notify, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
 };
 use crate::proposal::esp_key_lengths;
 use crate::sk::Opened;
@@ -55,6 +55,19 @@ pub(crate) fn shared_key_auth(sa: &IkeSa, secret: &[u8], responder: bool, id: &I
     let maced_id = prf.prf(skp, &[&id.get_encoding()]);
     let k = prf.prf(secret, &[KEY_PAD]);
     prf.prf(&k, &[msg, nonce, &maced_id])
+}
+
+/// X.509 Certificate - Signature (RFC 7296 §3.6).
+const CERT_X509: u8 = 4;
+
+/// The responder's signed octets (RFC 7296 §2.15): our IKE_SA_INIT response | Ni | prf(SK_pr, IDr').
+fn signed_octets(sa: &IkeSa, id: &Identification) -> Vec<u8> {
+    let maced_id = sa.prf().prf(&sa.keys.sk_pr, &[&id.get_encoding()]);
+    let mut out = Vec::with_capacity(sa.init_resp.len() + sa.ni.len() + maced_id.len());
+    out.extend_from_slice(&sa.init_resp);
+    out.extend_from_slice(&sa.ni);
+    out.extend_from_slice(&maced_id);
+    out
 }
 
 fn push_response<R: Entropy, V, P>(ctx: &mut Ctx<R, V, P>, sa: &mut IkeSa, req: &Header, payloads: Vec<Payload>) {
@@ -447,11 +460,27 @@ fn first_auth<R: Entropy, V, P: AddressPool>(
     ctx.debug(Some(sa.spi_r), format!("peer identifier {idi}"));
     let child = PendingChild { idi, sa: sa_p, tsi, tsr, cp, initial_contact, multi_auth, client_notifies };
     let local_id = ctx.config.local_id.clone();
-    let my_auth = shared_key_auth(sa, &ctx.config.psk, true, &local_id);
-    let mut resp = vec![
-        Payload::IdR(local_id),
-        Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: my_auth.to_vec() }),
-    ];
+    let mut resp = match ctx.config.certificate.clone() {
+        Some(cert) => {
+            // RFC 7427: CERT (X.509) payloads, then AUTH method 14 over the §2.15 octets.
+            let Some(data) = cert.auth_data(&signed_octets(sa, &local_id)) else {
+                ctx.debug(Some(sa.spi_r), "signing the AUTH payload failed".to_string());
+                return (Phase::Dead, vec![notify(NotifyType::AUTHENTICATION_FAILED, vec![])]);
+            };
+            let mut r = vec![Payload::IdR(local_id)];
+            r.extend(cert.chain().iter().map(|c| Payload::Cert(CertPayload { encoding: CERT_X509, data: c.clone() })));
+            r.push(Payload::Auth(AuthPayload { method: AuthMethod::DIGITAL_SIGNATURE, data }));
+            ctx.debug(Some(sa.spi_r), "responder authenticating with certificate (digital signature)".to_string());
+            r
+        }
+        None => {
+            let my_auth = shared_key_auth(sa, &ctx.config.psk, true, &local_id);
+            vec![
+                Payload::IdR(local_id),
+                Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: my_auth.to_vec() }),
+            ]
+        }
+    };
     if let Some(a) = auth {
         // The peer authenticates with the pre-shared key too.
         let want = shared_key_auth(sa, &ctx.config.psk, false, &child.idi);

@@ -31,9 +31,11 @@
 //! answered in one round trip.
 
 mod auth;
+mod cert;
 mod info;
 mod init;
 
+pub use cert::{pem_blocks, CertError, GatewayCert, ECDSA_WITH_SHA256, SHA256_WITH_RSA};
 pub use info::Dpd;
 
 use std::collections::{HashMap, VecDeque};
@@ -78,8 +80,12 @@ pub struct Config {
     pub esp: EspOffer,
     /// Our identity (IDr).
     pub local_id: Identification,
-    /// The phase1 `psksecret`: the gateway authenticates with it.
+    /// The phase1 `psksecret`: the gateway authenticates with it (unless `certificate` is set),
+    /// and clients sending a PSK AUTH are checked against it.
     pub psk: Zeroizing<Vec<u8>>,
+    /// The phase1 `certificate` (`authmethod signature`): when set, the gateway sends CERT and a
+    /// digital-signature AUTH (RFC 7427) instead of the PSK AUTH.
+    pub certificate: Option<Arc<GatewayCert>>,
     /// `eap-identity send-request`: ask for the EAP identity instead of using IDi.
     pub eap_identity_request: bool,
     /// Half-open IKE SAs above which COOKIEs are required (RFC 7296 §2.6).
@@ -102,6 +108,7 @@ impl std::fmt::Debug for Config {
             .field("ike", &self.ike)
             .field("esp", &self.esp)
             .field("local_id", &self.local_id)
+            .field("certificate", &self.certificate)
             .field("negotiate_timeout", &self.negotiate_timeout)
             .finish_non_exhaustive()
     }

@@ -219,6 +219,13 @@ impl Initiator {
         prf.prf(&kp, &[&self.init_req, &self.nr, &maced]).to_vec()
     }
 
+    /// The octets the responder signs (RFC 7296 §2.15): IKE_SA_INIT response | Ni | prf(SK_pr, IDr').
+    pub fn responder_signed_octets(&self, idr: &Identification) -> Vec<u8> {
+        let k = self.keys.as_ref().unwrap();
+        let maced = k.prf.prf(&k.sk_pr, &[&idr.get_encoding()]);
+        [&self.init_resp[..], &self.ni[..], &maced[..]].concat()
+    }
+
     /// The responder's expected AUTH with a shared secret.
     pub fn expected_responder_auth(&self, secret: &[u8], idr: &Identification) -> Vec<u8> {
         let k = self.keys.as_ref().unwrap();
