@@ -484,7 +484,8 @@ fn first_auth<R: Entropy, V, P: AddressPool>(
     if let Some(a) = auth {
         // The peer authenticates with the pre-shared key too.
         let want = shared_key_auth(sa, &ctx.config.psk, false, &child.idi);
-        if a.method != AuthMethod::SHARED_KEY_MIC || !bool::from(a.data.ct_eq(&want)) {
+        // An empty PSK (certificate gateway without psksecret) must never authenticate anyone.
+        if ctx.config.psk.is_empty() || a.method != AuthMethod::SHARED_KEY_MIC || !bool::from(a.data.ct_eq(&want)) {
             let id = child.idi.to_string();
             return fail(ctx, sa, &id, "PSK AUTH mismatch");
         }
