@@ -330,3 +330,115 @@ fn swanctl_two_rounds_wrong_code_is_refused() {
     assert!(!gout.contains("install child SA"), "{gout}");
     no_secrets(&format!("{gout}{gerr}"), &code);
 }
+
+/// Makes a CA and a gateway certificate (`key_type` ecdsa or rsa) with SAN `GW_IP` using `pki`;
+/// returns the paths of the CA certificate, the gateway certificate and its key.
+fn make_certs(lab: &Lab, key_type: &str) -> (String, String, String) {
+    let (ca_key, ca, key, cert) = (lab.path("ca.key"), lab.path("ca.crt"), lab.path("gw.key"), lab.path("gw.crt"));
+    let size = if key_type == "rsa" { "2048" } else { "256" };
+    let script = format!(
+        "set -e; pki --gen --type ecdsa --size 256 --outform pem > {ca_key}; \
+         pki --self --ca --lifetime 2 --in {ca_key} --dn 'CN=dialgate interop CA' --outform pem > {ca}; \
+         pki --gen --type {key_type} --size {size} --outform pem > {key}; \
+         pki --pub --in {key} | pki --issue --lifetime 2 --cacert {ca} --cakey {ca_key} \
+           --dn 'CN={GW_IP}' --san {GW_IP} --flag serverAuth --outform pem > {cert}"
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().expect("run pki");
+    assert!(out.status.success(), "pki failed: {}", String::from_utf8_lossy(&out.stderr));
+    (ca, cert, key)
+}
+
+/// The example gateway authenticating with the certificate files (`authmethod signature`).
+fn cert_gateway_config(cert: &str, key: &str) -> String {
+    let text = gateway_config().replace(
+        &format!("        set psksecret \"{PSK}\"\n"),
+        "        set authmethod signature\n        set certificate \"gw\"\n",
+    );
+    assert!(text.contains("authmethod signature"), "example configuration changed shape");
+    format!(
+        "{text}config vpn certificate local\n    edit \"gw\"\n        set dialgate-cert-file \"{cert}\"\n        set dialgate-key-file \"{key}\"\n    next\nend\n"
+    )
+}
+
+/// Runs `charon-cmd --profile ikev2-eap` in the client namespace with `password` on stdin until
+/// its CHILD_SA is up (or 12 s pass), then stops it with SIGINT; returns whether the CHILD_SA
+/// came up and the output.
+fn charon_cmd(lab: &Lab, ca: &str, password: &str) -> (bool, String) {
+    let conf = lab.path("charon-cmd.conf");
+    // stdout is block-buffered when not a terminal: poll a line-flushed file log instead.
+    let log = lab.dir.join("charon-cmd.log");
+    fs::write(
+        &conf,
+        format!(
+            "charon-cmd {{\n    load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints aes sha1 sha2 \
+             hmac gcm kdf kernel-libipsec kernel-netlink socket-default eap-identity eap-mschapv2 eap-gtc\n    \
+             install_virtual_ip = yes\n    retransmit_tries = 2\n    retransmit_timeout = 1.0\n    \
+             filelog {{\n        log {{\n            path = {}\n            default = 1\n            \
+             flush_line = yes\n        }}\n    }}\n}}\n",
+            log.display()
+        ),
+    )
+    .expect("write charon-cmd.conf");
+    let stdout_log = lab.dir.join("charon-cmd.out");
+    let f = fs::File::create(&stdout_log).expect("charon-cmd.out");
+    let f2 = f.try_clone().expect("dup");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.cli_ns, "/usr/sbin/charon-cmd", "--host", GW_IP, "--identity", "Test"])
+        .args(["--remote-identity", GW_IP, "--cert", ca, "--profile", "ikev2-eap", "--remote-ts", "10.50.0.0/24"])
+        .env("STRONGSWAN_CONF", &conf)
+        .stdin(Stdio::piped())
+        .stdout(f)
+        .stderr(f2)
+        .spawn()
+        .expect("spawn charon-cmd");
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = writeln!(stdin, "{password}");
+    }
+    let end = Instant::now() + Duration::from_secs(12);
+    let mut up = false;
+    while Instant::now() < end {
+        let out = fs::read_to_string(&log).unwrap_or_default();
+        if out.contains("CHILD_SA cmd{1} established") {
+            up = true;
+            break;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waited = end.saturating_duration_since(Instant::now());
+    let exited = child.try_wait().ok().flatten();
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    wait_timeout(&mut child, Duration::from_secs(3));
+    let out = fs::read_to_string(&log).unwrap_or_default();
+    (up, format!("{out}\n(left {waited:?}, exited early: {exited:?})"))
+}
+
+fn charon_cmd_against_certificate_gateway(key_type: &str, scheme: &str) {
+    let name = format!("cert-{key_type}");
+    let mut lab = lab_or_skip!(&name);
+    let (ca, cert, key) = make_certs(&lab, key_type);
+    let text = cert_gateway_config(&cert, &key);
+    lab.start_gateway(&text);
+    let code = current_code(&text);
+    let (up, out) = charon_cmd(&lab, &ca, &format!("{PASSWORD}{code}"));
+    let (gout, gerr) = (lab.gw_out(), lab.gw_err());
+    assert!(up, "charon-cmd did not get its CHILD_SA:\n{out}\n--- gateway:\n{gout}{gerr}");
+    assert!(out.contains(&format!("authentication of '{GW_IP}' with {scheme} successful")), "{out}");
+    assert!(out.contains("parsed IKE_AUTH response 1 [ IDr CERT AUTH EAP/REQ/ID ]"), "{out}");
+    assert!(gerr.contains("responder authenticating with certificate"), "{gerr}");
+    assert!(gout.contains("install child SA:") && gout.contains("eap-user=Test"), "{gout}");
+    no_secrets(&format!("{gout}{gerr}"), &code);
+}
+
+#[test]
+fn charon_cmd_ecdsa_certificate_gateway() {
+    charon_cmd_against_certificate_gateway("ecdsa", "ECDSA_WITH_SHA256_DER");
+}
+
+#[test]
+fn charon_cmd_rsa_certificate_gateway() {
+    charon_cmd_against_certificate_gateway("rsa", "RSA_EMSA_PKCS1_SHA2_256");
+}
