@@ -298,7 +298,9 @@ fn token_push_is_approved() {
     let gtc = eap_of(&c.open(&r).1).unwrap();
     let push = c.eap(eap::CODE_RESPONSE, gtc.identifier, Some((eap::TYPE_GTC, b"push".to_vec())));
     assert!(sim.send_all(p, &push).is_empty(), "held while the push is pending");
-    assert!(Sim::debug_lines(&sim.events()).iter().any(|l| l.starts_with("Token push is sent, waiting for approval")));
+    let ev = sim.events();
+    assert!(Sim::debug_lines(&ev).iter().any(|l| l.starts_with("Token push is sent, waiting for approval")));
+    assert!(ev.iter().any(|e| matches!(e, Event::TokenPushPending { user, .. } if user == USER)));
     sim.now += Duration::from_secs(5);
     assert!(sim.send_all(p, &push).is_empty(), "retransmissions are ignored while pending");
     assert_eq!(sim.gw.approve_token("someone-else", sim.now), 0);
@@ -397,4 +399,30 @@ fn gateway_certificate_auth_rsa() {
 fn certificate_and_key_must_match() {
     let err = GatewayCert::from_pem(include_bytes!("fixtures/gw-ec.crt"), include_bytes!("fixtures/gw-rsa.key"));
     assert_eq!(err.unwrap_err().to_string(), "the private key does not belong to the certificate");
+}
+
+#[test]
+fn certificate_gateway_without_psk_refuses_psk_clients() {
+    let mut cfg = config();
+    cfg.certificate = Some(Arc::new(
+        GatewayCert::from_pem(include_bytes!("fixtures/gw-ec.crt"), include_bytes!("fixtures/gw-ec.key")).unwrap(),
+    ));
+    cfg.psk = Zeroizing::new(Vec::new());
+    let mut sim = Sim::new(cfg);
+    let p = path(4511);
+    let mut c = Initiator::new(
+        10,
+        IkeOffer::parse(P1, &[19], false).unwrap(),
+        EspOffer::parse(P2, &[], false).unwrap(),
+        USER,
+        p,
+    );
+    let req = c.sa_init(DhGroup::Ecp256, None, false);
+    let r = sim.send_all(p, &[req]);
+    c.sa_init_response(&r[0]).unwrap();
+    // A PSK AUTH computed with the empty key must not authenticate.
+    let r = sim.send_all(p, &c.auth1(Some(b"")));
+    let (_, pl) = c.open(&r);
+    assert!(notify_of(&pl, NotifyType::AUTHENTICATION_FAILED).is_some());
+    assert!(!sim.events().iter().any(|e| matches!(e, Event::InstallChildSa(_))));
 }

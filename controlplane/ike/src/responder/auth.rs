@@ -335,6 +335,7 @@ fn step<R: Entropy, V: UserVerifier, P: AddressPool>(
             let code = Zeroizing::new(String::from_utf8_lossy(&code).trim().to_string());
             if code.is_empty() || code.eq_ignore_ascii_case("push") {
                 ctx.debug(Some(sa.spi_r), format!("Token push is sent, waiting for approval of user \"{user}\""));
+                ctx.events.push_back(Event::TokenPushPending { spi: sa.spi_r, user: user.clone() });
                 return (Phase::PushPending { child, user, idi, req: hdr.clone() }, vec![]);
             }
             let now_unix = ctx.now_unix(now);

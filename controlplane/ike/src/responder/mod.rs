@@ -28,7 +28,23 @@
 //! HDR, SK {AUTH(msk)}  -->       <-- HDR, SK {AUTH(msk), CP(REPLY), SAr2, TSi, TSr}
 //! ```
 //! A client that authenticates with the pre-shared key itself (AUTH in its first IKE_AUTH) is
-//! answered in one round trip.
+//! answered in one round trip. With [`Config::certificate`] the gateway's AUTH is a digital
+//! signature (RFC 7427) preceded by its CERT payloads instead of the PSK AUTH.
+//!
+//! Token code in a second round (RFC 4739; MULTIPLE_AUTH_SUPPORTED is announced in our
+//! IKE_SA_INIT response): when MSCHAPv2 matched only the bare password of a user with a token
+//! ([`MsChapOk::token_needed`]) and the client announced MULTIPLE_AUTH_SUPPORTED, the first
+//! round ends with AUTH only, then EAP-GTC asks for the code ([`UserVerifier::verify_token`]);
+//! EAP-GTC has no MSK, so both AUTHs of that round use SK_pi / SK_pr (RFC 7296 §2.16):
+//! ```text
+//! HDR, SK {AUTH(msk), N(ANOTHER_AUTH_FOLLOWS)}  -->  <-- HDR, SK {AUTH(msk)}
+//! HDR, SK {IDi'}  -->            <-- HDR, SK {EAP(Identity req)}   (eap-identity send-request)
+//! HDR, SK {EAP(Identity)}  -->   <-- HDR, SK {EAP(GTC "Two-factor token is needed...")}
+//! HDR, SK {EAP(GTC code)}  -->   <-- HDR, SK {EAP(Success)}
+//! HDR, SK {AUTH(SK_pi)}  -->     <-- HDR, SK {AUTH(SK_pr), CP(REPLY), SAr2, TSi, TSr}
+//! ```
+//! An empty GTC answer or `push` holds the exchange (no response, retransmissions ignored)
+//! until [`Responder::approve_token`] or `negotiate-timeout`.
 
 mod auth;
 mod cert;
@@ -305,6 +321,15 @@ pub enum Event {
         inbound_spi: u32,
         /// The peer's (outbound) SPI.
         outbound_spi: u32,
+    },
+    /// A user asked for a token push in the EAP-GTC round (empty answer or `push`): the
+    /// negotiation waits until [`Responder::approve_token`] is called for `user` or
+    /// `negotiate-timeout` expires.
+    TokenPushPending {
+        /// Our SPI.
+        spi: u64,
+        /// The user whose token must approve.
+        user: String,
     },
     /// A user failed to authenticate.
     AuthFailed {
