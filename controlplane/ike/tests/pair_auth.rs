@@ -326,6 +326,7 @@ fn token_push_times_out() {
     assert!(r.is_empty());
     sim.events();
     sim.now += Duration::from_secs(31);
+    assert_eq!(sim.gw.approve_token(USER, sim.now), 0, "too late: not revived");
     sim.gw.handle_timeout(sim.now);
     let ev = sim.events();
     assert!(ev.iter().any(

@@ -627,11 +627,14 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
 
     /// Approves the pending token push of `user` (the FortiToken Mobile "approve" tap): every
     /// negotiation of that user waiting in the EAP-GTC round gets its EAP Success and goes on to
-    /// the final AUTH. Returns how many negotiations were waiting.
+    /// the final AUTH. Returns how many negotiations were approved (those past their
+    /// `negotiate-timeout` are not).
     pub fn approve_token(&mut self, user: &str, now: Instant) -> usize {
         let mut approved = 0;
         for sa in self.sas.values_mut() {
-            let waiting = matches!(&sa.phase, Phase::PushPending { user: u, .. } if u.eq_ignore_ascii_case(user));
+            // A negotiation past its deadline is not revived (handle_timeout removes it).
+            let waiting = matches!(&sa.phase, Phase::PushPending { user: u, .. } if u.eq_ignore_ascii_case(user))
+                && !sa.deadline.is_some_and(|d| d <= now);
             if waiting && auth::push_approved(&mut self.ctx, sa) {
                 sa.last_seen = now;
                 approved += 1;
