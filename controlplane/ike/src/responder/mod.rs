@@ -634,7 +634,7 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
         for sa in self.sas.values_mut() {
             // A negotiation past its deadline is not revived (handle_timeout removes it).
             let waiting = matches!(&sa.phase, Phase::PushPending { user: u, .. } if u.eq_ignore_ascii_case(user))
-                && !sa.deadline.is_some_and(|d| d <= now);
+                && sa.deadline.is_none_or(|d| d > now);
             if waiting && auth::push_approved(&mut self.ctx, sa) {
                 sa.last_seen = now;
                 approved += 1;
