@@ -14,11 +14,11 @@ use std::time::Duration;
 use dialgate_ike::crypto::dh::DhGroup;
 use dialgate_ike::message::{DhId, IdType, Identification};
 use dialgate_ike::proposal::{EspOffer, IkeOffer};
-use dialgate_ike::responder::{AuthReject, Config as IkeConfig, Dpd, MsChapOk, UserVerifier};
+use dialgate_ike::responder::{AuthReject, Config as IkeConfig, Dpd, GatewayCert, MsChapOk, UserVerifier};
 use zeroize::Zeroizing;
 
 use crate::auth::UserDb;
-use crate::config::objects::{AssignIpFrom, DnsMode, DpdMode, EapIdentity, Phase1Type};
+use crate::config::objects::{AssignIpFrom, AuthMethod, DnsMode, DpdMode, EapIdentity, Phase1Type};
 use crate::config::{Config, Phase1};
 use crate::pool::RangePool;
 
@@ -31,9 +31,12 @@ pub enum GatewayError {
     /// The phase1 is not IKEv2.
     #[error("phase1-interface {0:?}: only ike-version 2 is supported")]
     NotIkev2(String),
-    /// Only pre-shared-key gateway authentication is implemented.
-    #[error("phase1-interface {0:?}: set psksecret (certificate authentication is not implemented yet)")]
+    /// `authmethod psk` without `psksecret`.
+    #[error("phase1-interface {0:?}: set psksecret (or `authmethod signature` with `certificate`)")]
     NoPsk(String),
+    /// `authmethod signature`: the certificate cannot be loaded.
+    #[error("phase1-interface {0:?}: {1}")]
+    Certificate(String, String),
     /// The phase1 has no phase2.
     #[error("phase1-interface {0:?}: no phase2-interface refers to it")]
     NoPhase2(String),
@@ -100,7 +103,17 @@ impl Gateway {
         if p1.ike_version != 2 {
             return Err(GatewayError::NotIkev2(name));
         }
-        let psk = p1.psksecret.as_ref().ok_or_else(|| GatewayError::NoPsk(name.clone()))?;
+        let certificate = match p1.authmethod {
+            AuthMethod::Signature => Some(Arc::new(load_certificate(cfg, p1)?)),
+            AuthMethod::Psk => None,
+        };
+        // With a certificate the PSK is optional: it only checks clients that send a PSK AUTH
+        // (an empty one refuses them).
+        let psk = match (&p1.psksecret, &certificate) {
+            (Some(p), _) => Zeroizing::new(p.expose().as_bytes().to_vec()),
+            (None, Some(_)) => Zeroizing::new(Vec::new()),
+            (None, None) => return Err(GatewayError::NoPsk(name.clone())),
+        };
         let p2 = cfg.phase2_of(&p1.name).next().ok_or_else(|| GatewayError::NoPhase2(name.clone()))?;
 
         let words = |v: Vec<String>| v.join(" ");
@@ -155,7 +168,8 @@ impl Gateway {
             ike,
             esp,
             local_id,
-            psk: Zeroizing::new(psk.expose().as_bytes().to_vec()),
+            psk,
+            certificate,
             eap_identity_request: p1.eap_identity == EapIdentity::SendRequest,
             cookie_threshold: 64,
             fragment_len: 1280,
@@ -180,7 +194,24 @@ impl Gateway {
     }
 }
 
-/// [`UserVerifier`] over the configured users: MSCHAPv2 with password ‖ token code, then the
+/// The first phase1 `certificate` (a `vpn certificate local` entry) with its key, from the PEM
+/// files its `dialgate-cert-file` / `dialgate-key-file` name.
+fn load_certificate(cfg: &Config, p1: &Phase1) -> Result<GatewayCert, GatewayError> {
+    let err = |m: String| GatewayError::Certificate(p1.name.clone(), m);
+    let cname = p1.certificate.first().ok_or_else(|| err("`authmethod signature` needs `certificate`".into()))?;
+    let c = cfg
+        .cert_locals
+        .iter()
+        .find(|c| &c.name == cname)
+        .ok_or_else(|| err(format!("no `vpn certificate local` entry {cname:?}")))?;
+    let read = |path: &str| std::fs::read(path).map_err(|e| err(format!("certificate {cname:?}: {path:?}: {e}")));
+    let cert = read(&c.cert_file)?;
+    let key = Zeroizing::new(read(&c.key_file)?);
+    GatewayCert::from_pem(&cert, &key).map_err(|e| err(format!("certificate {cname:?}: {e}")))
+}
+
+/// [`UserVerifier`] over the configured users: MSCHAPv2 with password ‖ token code (or the bare
+/// password with [`MsChapOk::token_needed`], for a second round with the code alone), then the
 /// phase1 `authusrgrp` membership.
 #[derive(Debug)]
 pub struct DbVerifier {
@@ -202,14 +233,18 @@ impl UserVerifier for DbVerifier {
     ) -> Result<MsChapOk, AuthReject> {
         let ok = self
             .db
-            .verify_mschapv2(user, auth_challenge, peer_challenge, nt_response, now_unix)
+            .verify_mschapv2_first_factor(user, auth_challenge, peer_challenge, nt_response, now_unix)
             .map_err(|f| AuthReject { reason: f.reason.to_string() })?;
         if !self.group.is_empty() && !self.db.group_member(&self.group, &ok.user) {
             return Err(AuthReject {
                 reason: format!("user is not in group {:?} of tunnel {:?}", self.group, self.tunnel),
             });
         }
-        Ok(MsChapOk { authenticator_response: ok.authenticator_response, msk: ok.msk })
+        Ok(MsChapOk { authenticator_response: ok.authenticator_response, msk: ok.msk, token_needed: ok.token_needed })
+    }
+
+    fn verify_token(&mut self, user: &str, code: &str, now_unix: u64) -> Result<(), AuthReject> {
+        self.db.verify_token_code(user, code, now_unix).map_err(|f| AuthReject { reason: f.reason.to_string() })
     }
 }
 

@@ -115,6 +115,25 @@ fn bare_password_needs_token_and_is_not_a_failure() {
 }
 
 #[test]
+fn first_factor_then_token_code_in_a_second_round() {
+    let mut db = db("active");
+    let r = nt("Test", "p@ssw0rd");
+    let ok = db.verify_mschapv2_first_factor("Test", &AC, &PC, &r, T0).unwrap();
+    assert!(ok.token_needed && !ok.used_token);
+    // The MSK is the bare password's (the client typed only that).
+    assert_eq!(ok.msk, db.verify_mschapv2_first_factor("Test", &AC, &PC, &r, T0).unwrap().msk);
+    let wrong = nt("Test", "wrong");
+    assert!(db.verify_mschapv2_first_factor("Test", &AC, &PC, &wrong, T0).is_err());
+    let code = code_at(T0);
+    db.verify_token_code("Test", &code, T0).unwrap();
+    assert!(matches!(reason(db.verify_token_code("Test", &code, T0)), FailureReason::CodeReused { .. }));
+    // password ‖ code needs no second round.
+    let r = nt("Test", &format!("p@ssw0rd{}", code_at(T0 + 30)));
+    let ok = db.verify_mschapv2_first_factor("Test", &AC, &PC, &r, T0 + 30).unwrap();
+    assert!(!ok.token_needed && ok.used_token);
+}
+
+#[test]
 fn inactive_token_refused() {
     let mut db = db("new");
     let r = nt("Test", "p@ssw0rd");

@@ -40,6 +40,7 @@ fn gw_config(fragment_len: usize) -> Config {
         esp: EspOffer::parse(P2, &[], false).unwrap(),
         local_id: Identification { ty: IdType::ID_FQDN, data: b"gw.dialgate.test".to_vec() },
         psk: Zeroizing::new(PSK.to_vec()),
+        certificate: None,
         eap_identity_request: true,
         cookie_threshold: 100,
         fragment_len,
@@ -51,7 +52,7 @@ fn gw_config(fragment_len: usize) -> Config {
 }
 
 fn gw(fragment_len: usize) -> Responder<TestRng, TestUsers, TestPool> {
-    let users = TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![]);
+    let users = TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![], Default::default());
     let pool = TestPool::range(Ipv4Addr::new(10, 40, 40, 2), Ipv4Addr::new(10, 40, 40, 20));
     Responder::new(Arc::new(gw_config(fragment_len)), TestRng(0x5eed_0001), users, pool, Instant::now(), 1_700_000_000)
 }

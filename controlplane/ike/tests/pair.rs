@@ -37,6 +37,7 @@ fn config(cookie_threshold: usize, fragment_len: usize) -> Config {
         esp: EspOffer::parse(P2, &[], false).unwrap(),
         local_id: Identification { ty: IdType::ID_FQDN, data: b"gw.dialgate.test".to_vec() },
         psk: Zeroizing::new(PSK.to_vec()),
+        certificate: None,
         eap_identity_request: true,
         cookie_threshold,
         fragment_len,
@@ -63,7 +64,8 @@ struct Sim {
 impl Sim {
     fn new(cfg: Config) -> Self {
         let t0 = Instant::now();
-        let users = TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![]);
+        let users =
+            TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![], Default::default());
         let pool = TestPool::range(Ipv4Addr::new(10, 40, 40, 2), Ipv4Addr::new(10, 40, 40, 20));
         Self { gw: Responder::new(Arc::new(cfg), TestRng(0x5eed_0001), users, pool, t0, UNIX0), now: t0, t0 }
     }

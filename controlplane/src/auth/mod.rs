@@ -118,6 +118,9 @@ pub struct MsChapSuccess {
     pub msk: Zeroizing<[u8; 64]>,
     /// Whether a token code was part of the password.
     pub used_token: bool,
+    /// Only the bare password matched for a user with a token (see
+    /// [`UserDb::verify_mschapv2_first_factor`]): the code must follow in a second round.
+    pub token_needed: bool,
 }
 
 impl fmt::Debug for MsChapSuccess {
@@ -127,6 +130,7 @@ impl fmt::Debug for MsChapSuccess {
             .field("authenticator_response", &self.authenticator_response)
             .field("msk", &"****")
             .field("used_token", &self.used_token)
+            .field("token_needed", &self.token_needed)
             .finish()
     }
 }
@@ -358,6 +362,33 @@ impl UserDb {
         nt_response: &[u8; 24],
         now_unix: u64,
     ) -> Result<MsChapSuccess, AuthFailure> {
+        self.mschapv2(user, auth_challenge, peer_challenge, nt_response, now_unix, false)
+    }
+
+    /// Like [`UserDb::verify_mschapv2`], but when only the bare password of a user with a token
+    /// matched, succeeds with [`MsChapSuccess::token_needed`] set instead of failing with
+    /// [`FailureReason::TokenNeeded`]: the caller must then get the code in a second round
+    /// ([`UserDb::verify_token_code`]) before letting the user in.
+    pub fn verify_mschapv2_first_factor(
+        &mut self,
+        user: &str,
+        auth_challenge: &[u8; 16],
+        peer_challenge: &[u8; 16],
+        nt_response: &[u8; 24],
+        now_unix: u64,
+    ) -> Result<MsChapSuccess, AuthFailure> {
+        self.mschapv2(user, auth_challenge, peer_challenge, nt_response, now_unix, true)
+    }
+
+    fn mschapv2(
+        &mut self,
+        user: &str,
+        auth_challenge: &[u8; 16],
+        peer_challenge: &[u8; 16],
+        nt_response: &[u8; 24],
+        now_unix: u64,
+        first_factor: bool,
+    ) -> Result<MsChapSuccess, AuthFailure> {
         let key = self.precheck(user, now_unix)?;
         let mut winner: Option<Zeroizing<[u8; 16]>> = None;
         let r = self.check(&key, now_unix, |secret| {
@@ -370,7 +401,11 @@ impl UserDb {
         });
         // `winner` may hold the bare password's hash when the result is TokenNeeded: only a
         // success below uses it.
-        let used_token = self.settle(user, &key, now_unix, r)?;
+        let (used_token, token_needed) = match self.settle(user, &key, now_unix, r) {
+            Ok(used) => (used, false),
+            Err(AuthFailure { reason: FailureReason::TokenNeeded, .. }) if first_factor => (false, true),
+            Err(e) => return Err(e),
+        };
         let Some(hash) = winner else {
             return Err(AuthFailure {
                 user: user.to_string(),
@@ -389,6 +424,7 @@ impl UserDb {
             ),
             msk: mschapv2::msk(&hash, nt_response),
             used_token,
+            token_needed,
         })
     }
 

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use super::objects::{
-    AddrGrp, Address, Fctems, FortiToken, IdKind, Interface, LocalUser, Object, Phase1, Phase2, Policy, ServiceCustom,
-    StaticRoute, UserGroup, UserSetting,
+    AddrGrp, Address, CertLocal, Fctems, FortiToken, IdKind, Interface, LocalUser, Object, Phase1, Phase2, Policy,
+    ServiceCustom, StaticRoute, UserGroup, UserSetting,
 };
 use super::parser::{Block, Item};
 use super::value::Val;
@@ -48,6 +48,7 @@ pub(crate) const TABLES: &[&str] = &[
     UserSetting::TABLE,
     LocalUser::TABLE,
     UserGroup::TABLE,
+    CertLocal::TABLE,
     Phase1::TABLE,
     Phase2::TABLE,
     Policy::TABLE,
@@ -142,6 +143,7 @@ fn apply_block(cfg: &mut Config, b: &Block, ctx: &mut Ctx<'_>) {
         Phase1::TABLE => table(&mut cfg.phase1, items, ctx),
         Phase2::TABLE => table(&mut cfg.phase2, items, ctx),
         Fctems::TABLE => table(&mut cfg.fctems, items, ctx),
+        CertLocal::TABLE => table(&mut cfg.cert_locals, items, ctx),
         _ if path.is_empty() => {}
         _ => {
             let pos = b.path.first().map_or(b.pos, |t| t.pos);

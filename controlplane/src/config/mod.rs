@@ -30,9 +30,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use objects::{
-    AddrGrp, Address, AddressType, AssignIpFrom, AuthMethod, DnsMode, DpdMode, DpdkDevice, EapIdentity, Fctems,
-    FortiToken, GroupType, Interface, InterfaceRole, InterfaceType, LinkStatus, LocalUser, LogTraffic, NatTraversal,
-    PeerType, Phase1, Phase1Type, Phase2, Policy, PolicyAction, PortSpec, RemoteGwMatch, ServiceCustom,
+    AddrGrp, Address, AddressType, AssignIpFrom, AuthMethod, CertLocal, DnsMode, DpdMode, DpdkDevice, EapIdentity,
+    Fctems, FortiToken, GroupType, Interface, InterfaceRole, InterfaceType, LinkStatus, LocalUser, LogTraffic,
+    NatTraversal, PeerType, Phase1, Phase1Type, Phase2, Policy, PolicyAction, PortSpec, RemoteGwMatch, ServiceCustom,
     ServiceProtocol, StaticRoute, TokenStatus, TotpAlgorithm, TwoFactor, UserGroup, UserSetting, UserType, WizardType,
 };
 pub use show::quote;
@@ -98,6 +98,8 @@ pub struct Config {
     pub phase2: Vec<Phase2>,
     /// `config endpoint-control fctems`.
     pub fctems: Vec<Fctems>,
+    /// `config vpn certificate local`.
+    pub cert_locals: Vec<CertLocal>,
 }
 
 fn to_errors(file: &str, mut raw: Vec<(Option<Pos>, String)>) -> Vec<ConfigError> {

@@ -893,6 +893,25 @@ object! {
 }
 
 object! {
+    /// `config vpn certificate local`: a certificate of the gateway with its private key, for
+    /// phase1 `authmethod signature` / `certificate`. FortiOS keeps the PEM text inline; dialgate
+    /// reads it from files named by its extension keys.
+    CertLocal, "vpn certificate local", IdKind::Name(35),
+    /// Certificate name (what phase1 `certificate` refers to).
+    name: String,
+    {
+        /// dialgate extension: PEM file with the certificate, then any intermediate CA
+        /// certificates (leaf first). A relative path is relative to the working directory.
+        "dialgate-cert-file" => cert_file: String = String::new(), Str(255);
+        /// dialgate extension: PEM file with the unencrypted private key (ECDSA P-256 or RSA;
+        /// PKCS#8, SEC1 or PKCS#1).
+        "dialgate-key-file" => key_file: String = String::new(), Str(255);
+        /// Comments.
+        "comments" => comments: String = String::new(), Str(1023);
+    }
+}
+
+object! {
     /// `config endpoint-control fctems`: a posture-server connector (EMS).
     Fctems, "endpoint-control fctems", IdKind::Name(35),
     /// Connector name, the prefix of its tags (`EMS1` in `EMS1_ZTNA_…`).

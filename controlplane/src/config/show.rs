@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use super::build::{suggest, TABLES};
 use super::objects::{
-    AddrGrp, Address, Fctems, FortiToken, IdKind, Interface, LocalUser, Object, Phase1, Phase2, Policy, ServiceCustom,
-    StaticRoute, UserGroup, UserSetting,
+    AddrGrp, Address, CertLocal, Fctems, FortiToken, IdKind, Interface, LocalUser, Object, Phase1, Phase2, Policy,
+    ServiceCustom, StaticRoute, UserGroup, UserSetting,
 };
 use super::value::Val;
 use super::Config;
@@ -116,6 +116,7 @@ pub(crate) fn show(cfg: &Config, path: &[&str], reveal: bool) -> Result<String, 
         match *t {
             Interface::TABLE => table(&mut out, &cfg.interfaces, only, always, reveal),
             Fctems::TABLE => table(&mut out, &cfg.fctems, only, always, reveal),
+            CertLocal::TABLE => table(&mut out, &cfg.cert_locals, only, always, reveal),
             Address::TABLE => table(&mut out, &cfg.addresses, only, always, reveal),
             AddrGrp::TABLE => table(&mut out, &cfg.addrgrps, only, always, reveal),
             ServiceCustom::TABLE => table(&mut out, &cfg.services, only, always, reveal),
@@ -144,6 +145,7 @@ fn keys_of(cfg: &Config, table: &str) -> Vec<String> {
     match table {
         Interface::TABLE => k(&cfg.interfaces),
         Fctems::TABLE => k(&cfg.fctems),
+        CertLocal::TABLE => k(&cfg.cert_locals),
         Address::TABLE => k(&cfg.addresses),
         AddrGrp::TABLE => k(&cfg.addrgrps),
         ServiceCustom::TABLE => k(&cfg.services),

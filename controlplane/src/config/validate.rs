@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::build::{suggest, SourceMap};
 use super::objects::{
-    AddrGrp, Address, AddressType, AssignIpFrom, AuthMethod, Fctems, FortiToken, IdKind, Interface, LocalUser, Object,
-    Phase1, Phase1Type, Phase2, Policy, PolicyAction, RemoteGwMatch, ServiceCustom, ServiceProtocol, StaticRoute,
-    TokenStatus, TwoFactor, UserGroup,
+    AddrGrp, Address, AddressType, AssignIpFrom, AuthMethod, CertLocal, Fctems, FortiToken, IdKind, Interface,
+    LocalUser, Object, Phase1, Phase1Type, Phase2, Policy, PolicyAction, RemoteGwMatch, ServiceCustom, ServiceProtocol,
+    StaticRoute, TokenStatus, TwoFactor, UserGroup,
 };
 use super::{Config, Pos};
 
@@ -171,6 +171,7 @@ pub(crate) fn validate(cfg: &Config, src: Option<&SourceMap>) -> Vec<(Option<Pos
         }
     }
 
+    certificates(cfg, &mut v);
     let ems_names: Vec<&str> = cfg.fctems.iter().map(|e| e.name.as_str()).collect();
     for e in &cfg.fctems {
         if e.status.0 && e.server.is_empty() {
@@ -468,6 +469,35 @@ fn addrgrp_cycles(cfg: &Config, v: &mut V<'_>) {
                     stack.extend(sub.member.iter().map(String::as_str));
                 }
             }
+        }
+    }
+}
+
+/// `vpn certificate local` entries: both files given, readable, and a usable certificate and
+/// key; phase1 `certificate` names exist.
+fn certificates(cfg: &Config, v: &mut V<'_>) {
+    let t = CertLocal::TABLE;
+    for c in &cfg.cert_locals {
+        let n = c.name.as_str();
+        let mut read = |key: &str, path: &str| -> Option<Vec<u8>> {
+            if path.is_empty() {
+                v.err(t, n, "", format!("{t} {n:?}: `{key}` is needed"));
+                return None;
+            }
+            std::fs::read(path).map_err(|e| v.err(t, n, key, format!("{t} {n:?}: `{key}` {path:?}: {e}"))).ok()
+        };
+        let cert = read("dialgate-cert-file", &c.cert_file);
+        let key = read("dialgate-key-file", &c.key_file).map(zeroize::Zeroizing::new);
+        if let (Some(cert), Some(key)) = (cert, key) {
+            if let Err(e) = dialgate_ike::responder::GatewayCert::from_pem(&cert, &key) {
+                v.err(t, n, "dialgate-key-file", format!("{t} {n:?}: {e}"));
+            }
+        }
+    }
+    let names: Vec<&str> = cfg.cert_locals.iter().map(|c| c.name.as_str()).collect();
+    for p in &cfg.phase1 {
+        for c in &p.certificate {
+            reference(v, Phase1::TABLE, &p.name, "certificate", c, "vpn certificate local", &names);
         }
     }
 }

@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
         esp: EspOffer::parse("aes128gcm", &[], false).expect("offer"),
         local_id: Identification { ty: IdType::ID_FQDN, data: b"gw".to_vec() },
         psk: Default::default(),
+        certificate: None,
         eap_identity_request: true,
         cookie_threshold: 4,
         fragment_len: 576,

@@ -20,8 +20,8 @@ use crate::eap::{self, EapPacket, MsChapV2};
 use crate::error::Error;
 use crate::keymat::child_keymat;
 use crate::message::{
-    find_notify, AuthMethod, AuthPayload, CfgType, CpAttrType, CpAttribute, CpPayload, ExchangeType, Header,
-    Identification, Notify, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
+    find_notify, AuthMethod, AuthPayload, CertPayload, CfgType, CpAttrType, CpAttribute, CpPayload, ExchangeType,
+    Header, Identification, Notify, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
 };
 use crate::proposal::esp_key_lengths;
 use crate::sk::Opened;
@@ -34,6 +34,8 @@ pub(crate) struct PendingChild {
     tsr: TsPayload,
     cp: Option<CpPayload>,
     initial_contact: bool,
+    /// The client announced MULTIPLE_AUTH_SUPPORTED (RFC 4739 §3).
+    multi_auth: bool,
     /// Private-use notifies (FortiClient endpoint data, tag tokens) for the client check.
     client_notifies: Vec<Notify>,
 }
@@ -53,6 +55,19 @@ pub(crate) fn shared_key_auth(sa: &IkeSa, secret: &[u8], responder: bool, id: &I
     let maced_id = prf.prf(skp, &[&id.get_encoding()]);
     let k = prf.prf(secret, &[KEY_PAD]);
     prf.prf(&k, &[msg, nonce, &maced_id])
+}
+
+/// X.509 Certificate - Signature (RFC 7296 §3.6).
+const CERT_X509: u8 = 4;
+
+/// The responder's signed octets (RFC 7296 §2.15): our IKE_SA_INIT response | Ni | prf(SK_pr, IDr').
+fn signed_octets(sa: &IkeSa, id: &Identification) -> Vec<u8> {
+    let maced_id = sa.prf().prf(&sa.keys.sk_pr, &[&id.get_encoding()]);
+    let mut out = Vec::with_capacity(sa.init_resp.len() + sa.ni.len() + maced_id.len());
+    out.extend_from_slice(&sa.init_resp);
+    out.extend_from_slice(&sa.ni);
+    out.extend_from_slice(&maced_id);
+    out
 }
 
 fn push_response<R: Entropy, V, P>(ctx: &mut Ctx<R, V, P>, sa: &mut IkeSa, req: &Header, payloads: Vec<Payload>) {
@@ -145,6 +160,11 @@ pub(super) fn handle<R: Entropy, V: UserVerifier, P: AddressPool>(
     let phase = std::mem::replace(&mut sa.phase, Phase::Dead);
     let (next, resp) = step(ctx, sa, now, &hdr, payloads, phase);
     sa.phase = next;
+    if matches!(sa.phase, Phase::PushPending { .. }) {
+        // No answer until the push is approved; retransmissions of this request get nothing.
+        sa.last_resp.clear();
+        return after;
+    }
     if matches!(sa.phase, Phase::Established) {
         sa.deadline = None;
     }
@@ -202,13 +222,28 @@ fn step<R: Entropy, V: UserVerifier, P: AddressPool>(
             };
             let name = String::from_utf8_lossy(&name).into_owned();
             let now_unix = ctx.now_unix(now);
-            match ctx.verifier.verify_mschapv2(&name, &challenge, &peer_challenge, &nt_response, now_unix) {
+            let mut verdict = ctx.verifier.verify_mschapv2(&name, &challenge, &peer_challenge, &nt_response, now_unix);
+            if matches!(&verdict, Ok(ok) if ok.token_needed) {
+                ctx.debug(Some(sa.spi_r), format!("EAP requires token for user \"{name}\""));
+                ctx.debug(Some(sa.spi_r), "Two-factor token is needed".to_string());
+                if child.multi_auth {
+                    ctx.debug(
+                        Some(sa.spi_r),
+                        "Token push is skipped, waiting for a second authentication round instead".to_string(),
+                    );
+                } else {
+                    ctx.debug(Some(sa.spi_r), "peer does not support multiple authentication rounds".to_string());
+                    verdict = Err(super::AuthReject { reason: "two-factor token is needed".to_string() });
+                }
+            }
+            match verdict {
                 Ok(ok) => {
                     sa.eap_id = sa.eap_id.wrapping_add(1);
                     let msg = format!("{} M=Welcome", ok.authenticator_response);
                     let m = MsChapV2::SuccessRequest { id: sa.eap_id, message: msg.into_bytes() };
                     let p = eap_payload(eap::CODE_REQUEST, sa.eap_id, Some((eap::TYPE_MSCHAPV2, m.encode())));
-                    (Phase::EapSuccessPending { child, user: name, msk: ok.msk }, vec![p])
+                    let token_needed = ok.token_needed;
+                    (Phase::EapSuccessPending { child, user: name, msk: ok.msk, token_needed }, vec![p])
                 }
                 Err(rej) => {
                     ctx.events.push_back(Event::AuthFailed {
@@ -228,7 +263,7 @@ fn step<R: Entropy, V: UserVerifier, P: AddressPool>(
                 }
             }
         }
-        Phase::EapSuccessPending { child, user, msk } => {
+        Phase::EapSuccessPending { child, user, msk, token_needed } => {
             let ok = find_eap(&payloads).is_some_and(|pkt| {
                 pkt.code == eap::CODE_RESPONSE
                     && pkt.identifier == sa.eap_id
@@ -238,9 +273,9 @@ fn step<R: Entropy, V: UserVerifier, P: AddressPool>(
                 return fail(ctx, sa, &user, "no MSCHAPv2 success response");
             }
             let p = eap_payload(eap::CODE_SUCCESS, sa.eap_id, None);
-            (Phase::AwaitAuth { child, user, msk }, vec![p])
+            (Phase::AwaitAuth { child, user, msk, token_needed }, vec![p])
         }
-        Phase::AwaitAuth { child, user, msk } => {
+        Phase::AwaitAuth { child, user, msk, token_needed } => {
             let auth = payloads.iter().find_map(|p| match p {
                 Payload::Auth(a) => Some(a),
                 _ => None,
@@ -251,6 +286,16 @@ fn step<R: Entropy, V: UserVerifier, P: AddressPool>(
                     let mine = shared_key_auth(sa, &msk[..], true, &ctx.config.local_id);
                     let mut resp =
                         vec![Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: mine.to_vec() })];
+                    let another = find_notify(&payloads, NotifyType::ANOTHER_AUTH_FOLLOWS).is_some();
+                    if token_needed && !another {
+                        ctx.debug(Some(sa.spi_r), "Two-factor token is needed".to_string());
+                        return fail(ctx, sa, &user, "two-factor token is needed");
+                    }
+                    if another {
+                        // RFC 4739 §3: our AUTH now, the CHILD_SA after the second round.
+                        ctx.debug(Some(sa.spi_r), "first authentication round succeeded, another follows".to_string());
+                        return (Phase::SecondRound { child, user }, resp);
+                    }
                     ctx.debug(Some(sa.spi_r), "authentication succeeded".to_string());
                     let phase = establish(ctx, sa, now, child, Some(user), &mut resp);
                     (phase, resp)
@@ -258,9 +303,92 @@ fn step<R: Entropy, V: UserVerifier, P: AddressPool>(
                 _ => fail(ctx, sa, &user, "AUTH from MSK mismatch"),
             }
         }
+        Phase::SecondRound { child, user } => {
+            let (mut idi, mut auth) = (None, false);
+            for p in payloads {
+                match p {
+                    Payload::IdI(i) => idi = Some(i),
+                    Payload::Auth(_) => auth = true,
+                    _ => {}
+                }
+            }
+            let Some(idi) = idi else { return fail(ctx, sa, &user, "second authentication round without IDi") };
+            if auth {
+                return fail(ctx, sa, &user, "second authentication round must use EAP");
+            }
+            ctx.debug(Some(sa.spi_r), format!("second authentication round, peer identifier {idi}"));
+            if ctx.config.eap_identity_request {
+                sa.eap_id = sa.eap_id.wrapping_add(1);
+                let p = eap_payload(eap::CODE_REQUEST, sa.eap_id, Some((eap::TYPE_IDENTITY, vec![])));
+                ctx.debug(Some(sa.spi_r), "responder preparing EAP identity request".to_string());
+                (Phase::GtcIdentity { child, user, idi }, vec![p])
+            } else {
+                gtc_request(ctx, sa, child, user, idi)
+            }
+        }
+        Phase::GtcIdentity { child, user, idi } => match find_eap(&payloads) {
+            Some(EapPacket { code: eap::CODE_RESPONSE, identifier, method: Some((eap::TYPE_IDENTITY, id)) })
+                if identifier == sa.eap_id =>
+            {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                ctx.debug(Some(sa.spi_r), format!("received EAP identity \"{id}\" for the token of \"{user}\""));
+                gtc_request(ctx, sa, child, user, idi)
+            }
+            _ => fail(ctx, sa, &user, "unexpected EAP message"),
+        },
+        Phase::Gtc { child, user, idi } => {
+            let code = match find_eap(&payloads) {
+                Some(EapPacket { code: eap::CODE_RESPONSE, identifier, method: Some((eap::TYPE_GTC, d)) })
+                    if identifier == sa.eap_id =>
+                {
+                    Zeroizing::new(d)
+                }
+                _ => return fail(ctx, sa, &user, "peer refused EAP-GTC"),
+            };
+            let code = Zeroizing::new(String::from_utf8_lossy(&code).trim().to_string());
+            if code.is_empty() || code.eq_ignore_ascii_case("push") {
+                ctx.debug(Some(sa.spi_r), format!("Token push is sent, waiting for approval of user \"{user}\""));
+                ctx.events.push_back(Event::TokenPushPending { spi: sa.spi_r, user: user.clone() });
+                return (Phase::PushPending { child, user, idi, req: hdr.clone() }, vec![]);
+            }
+            let now_unix = ctx.now_unix(now);
+            match ctx.verifier.verify_token(&user, &code, now_unix) {
+                Ok(()) => {
+                    ctx.debug(Some(sa.spi_r), format!("2fa code verified for user \"{user}\""));
+                    let p = eap_payload(eap::CODE_SUCCESS, sa.eap_id, None);
+                    (Phase::AwaitAuth2 { child, user, idi }, vec![p])
+                }
+                Err(rej) => {
+                    let (phase, mut resp) = fail(ctx, sa, &user, &rej.reason);
+                    resp.insert(0, eap_payload(eap::CODE_FAILURE, sa.eap_id, None));
+                    (phase, resp)
+                }
+            }
+        }
+        Phase::PushPending { user, .. } => {
+            fail(ctx, sa, &user, "unexpected request while waiting for token push approval")
+        }
+        Phase::AwaitAuth2 { child, user, idi } => {
+            let auth = payloads.iter().find_map(|p| match p {
+                Payload::Auth(a) => Some(a),
+                _ => None,
+            });
+            // RFC 7296 §2.16: EAP-GTC derives no MSK, so the AUTH payloads use SK_pi / SK_pr.
+            let want = shared_key_auth(sa, &sa.keys.sk_pi, false, &idi);
+            match auth {
+                Some(a) if a.method == AuthMethod::SHARED_KEY_MIC && bool::from(a.data.ct_eq(&want)) => {
+                    let mine = shared_key_auth(sa, &sa.keys.sk_pr, true, &ctx.config.local_id);
+                    let mut resp =
+                        vec![Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: mine.to_vec() })];
+                    ctx.debug(Some(sa.spi_r), "authentication succeeded".to_string());
+                    let phase = establish(ctx, sa, now, child, Some(user), &mut resp);
+                    (phase, resp)
+                }
+                _ => fail(ctx, sa, &user, "AUTH of the second round mismatch"),
+            }
+        }
         Phase::EapFailing => {
             // The peer acknowledged the MSCHAPv2 failure: end EAP (RFC 3748 §4.2) and the SA.
-            let _ = hdr;
             let p = eap_payload(eap::CODE_FAILURE, sa.eap_id, None);
             (Phase::Dead, vec![p, notify(NotifyType::AUTHENTICATION_FAILED, vec![])])
         }
@@ -282,6 +410,38 @@ fn challenge<R: Entropy, V, P>(
     (Phase::EapChallenge { child, user, challenge }, vec![p])
 }
 
+/// The EAP-GTC request for the token code (RFC 3748 §5.6).
+fn gtc_request<R, V, P>(
+    ctx: &mut Ctx<R, V, P>,
+    sa: &mut IkeSa,
+    child: PendingChild,
+    user: String,
+    idi: Identification,
+) -> (Phase, Vec<Payload>) {
+    sa.eap_id = sa.eap_id.wrapping_add(1);
+    let text = b"Two-factor token is needed. Enter the token code".to_vec();
+    let p = eap_payload(eap::CODE_REQUEST, sa.eap_id, Some((eap::TYPE_GTC, text)));
+    ctx.debug(Some(sa.spi_r), "responder preparing EAP-GTC token request".to_string());
+    (Phase::Gtc { child, user, idi }, vec![p])
+}
+
+/// The token push for the pending SA was approved: answer the held request with EAP Success.
+pub(super) fn push_approved<R: Entropy, V, P>(ctx: &mut Ctx<R, V, P>, sa: &mut IkeSa) -> bool {
+    match std::mem::replace(&mut sa.phase, Phase::Dead) {
+        Phase::PushPending { child, user, idi, req } => {
+            ctx.debug(Some(sa.spi_r), format!("Token push is approved for user \"{user}\""));
+            let p = eap_payload(eap::CODE_SUCCESS, sa.eap_id, None);
+            sa.phase = Phase::AwaitAuth2 { child, user, idi };
+            push_response(ctx, sa, &req, vec![p]);
+            true
+        }
+        other => {
+            sa.phase = other;
+            false
+        }
+    }
+}
+
 fn first_auth<R: Entropy, V, P: AddressPool>(
     ctx: &mut Ctx<R, V, P>,
     sa: &mut IkeSa,
@@ -290,6 +450,7 @@ fn first_auth<R: Entropy, V, P: AddressPool>(
 ) -> (Phase, Vec<Payload>) {
     ctx.debug(Some(sa.spi_r), "responder received AUTH msg".to_string());
     let initial_contact = find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some();
+    let multi_auth = find_notify(&payloads, NotifyType::MULTIPLE_AUTH_SUPPORTED).is_some();
     if initial_contact {
         ctx.debug(Some(sa.spi_r), "processing notify type INITIAL_CONTACT".to_string());
     }
@@ -311,17 +472,34 @@ fn first_auth<R: Entropy, V, P: AddressPool>(
         return (Phase::Dead, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);
     };
     ctx.debug(Some(sa.spi_r), format!("peer identifier {idi}"));
-    let child = PendingChild { idi, sa: sa_p, tsi, tsr, cp, initial_contact, client_notifies };
+    let child = PendingChild { idi, sa: sa_p, tsi, tsr, cp, initial_contact, multi_auth, client_notifies };
     let local_id = ctx.config.local_id.clone();
-    let my_auth = shared_key_auth(sa, &ctx.config.psk, true, &local_id);
-    let mut resp = vec![
-        Payload::IdR(local_id),
-        Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: my_auth.to_vec() }),
-    ];
+    let mut resp = match ctx.config.certificate.clone() {
+        Some(cert) => {
+            // RFC 7427: CERT (X.509) payloads, then AUTH method 14 over the §2.15 octets.
+            let Some(data) = cert.auth_data(&signed_octets(sa, &local_id)) else {
+                ctx.debug(Some(sa.spi_r), "signing the AUTH payload failed".to_string());
+                return (Phase::Dead, vec![notify(NotifyType::AUTHENTICATION_FAILED, vec![])]);
+            };
+            let mut r = vec![Payload::IdR(local_id)];
+            r.extend(cert.chain().iter().map(|c| Payload::Cert(CertPayload { encoding: CERT_X509, data: c.clone() })));
+            r.push(Payload::Auth(AuthPayload { method: AuthMethod::DIGITAL_SIGNATURE, data }));
+            ctx.debug(Some(sa.spi_r), "responder authenticating with certificate (digital signature)".to_string());
+            r
+        }
+        None => {
+            let my_auth = shared_key_auth(sa, &ctx.config.psk, true, &local_id);
+            vec![
+                Payload::IdR(local_id),
+                Payload::Auth(AuthPayload { method: AuthMethod::SHARED_KEY_MIC, data: my_auth.to_vec() }),
+            ]
+        }
+    };
     if let Some(a) = auth {
         // The peer authenticates with the pre-shared key too.
         let want = shared_key_auth(sa, &ctx.config.psk, false, &child.idi);
-        if a.method != AuthMethod::SHARED_KEY_MIC || !bool::from(a.data.ct_eq(&want)) {
+        // An empty PSK (certificate gateway without psksecret) must never authenticate anyone.
+        if ctx.config.psk.is_empty() || a.method != AuthMethod::SHARED_KEY_MIC || !bool::from(a.data.ct_eq(&want)) {
             let id = child.idi.to_string();
             return fail(ctx, sa, &id, "PSK AUTH mismatch");
         }

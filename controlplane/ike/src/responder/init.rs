@@ -182,9 +182,9 @@ pub(super) fn handle<R: Entropy, V, P>(
         let data = SIGNATURE_HASHES.iter().flat_map(|h| h.to_be_bytes()).collect();
         payloads.push(notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, data));
     }
-    if find_notify(&msg.payloads, NotifyType::MULTIPLE_AUTH_SUPPORTED).is_some() {
-        payloads.push(notify(NotifyType::MULTIPLE_AUTH_SUPPORTED, vec![]));
-    }
+    // RFC 4739 §3: the responder announces multiple authentication in IKE_SA_INIT; the
+    // initiator answers in its first IKE_AUTH (a second round carries the token code).
+    payloads.push(notify(NotifyType::MULTIPLE_AUTH_SUPPORTED, vec![]));
     let resp = Message { header: response_header(header, spi_r), payloads }.encode();
     send(ctx, path, resp.clone());
     ctx.debug(Some(spi_r), format!("responder preparing SA_INIT msg, group {}", choice.group.id()));

@@ -28,13 +28,31 @@
 //! HDR, SK {AUTH(msk)}  -->       <-- HDR, SK {AUTH(msk), CP(REPLY), SAr2, TSi, TSr}
 //! ```
 //! A client that authenticates with the pre-shared key itself (AUTH in its first IKE_AUTH) is
-//! answered in one round trip.
+//! answered in one round trip. With [`Config::certificate`] the gateway's AUTH is a digital
+//! signature (RFC 7427) preceded by its CERT payloads instead of the PSK AUTH.
+//!
+//! Token code in a second round (RFC 4739; MULTIPLE_AUTH_SUPPORTED is announced in our
+//! IKE_SA_INIT response): when MSCHAPv2 matched only the bare password of a user with a token
+//! ([`MsChapOk::token_needed`]) and the client announced MULTIPLE_AUTH_SUPPORTED, the first
+//! round ends with AUTH only, then EAP-GTC asks for the code ([`UserVerifier::verify_token`]);
+//! EAP-GTC has no MSK, so both AUTHs of that round use SK_pi / SK_pr (RFC 7296 §2.16):
+//! ```text
+//! HDR, SK {AUTH(msk), N(ANOTHER_AUTH_FOLLOWS)}  -->  <-- HDR, SK {AUTH(msk)}
+//! HDR, SK {IDi'}  -->            <-- HDR, SK {EAP(Identity req)}   (eap-identity send-request)
+//! HDR, SK {EAP(Identity)}  -->   <-- HDR, SK {EAP(GTC "Two-factor token is needed...")}
+//! HDR, SK {EAP(GTC code)}  -->   <-- HDR, SK {EAP(Success)}
+//! HDR, SK {AUTH(SK_pi)}  -->     <-- HDR, SK {AUTH(SK_pr), CP(REPLY), SAr2, TSi, TSr}
+//! ```
+//! An empty GTC answer or `push` holds the exchange (no response, retransmissions ignored)
+//! until [`Responder::approve_token`] or `negotiate-timeout`.
 
 mod auth;
+mod cert;
 mod info;
 mod init;
 mod rekey;
 
+pub use cert::{pem_blocks, CertError, GatewayCert, ECDSA_WITH_SHA256, SHA256_WITH_RSA};
 pub use info::Dpd;
 
 use std::collections::{HashMap, VecDeque};
@@ -79,8 +97,12 @@ pub struct Config {
     pub esp: EspOffer,
     /// Our identity (IDr).
     pub local_id: Identification,
-    /// The phase1 `psksecret`: the gateway authenticates with it.
+    /// The phase1 `psksecret`: the gateway authenticates with it (unless `certificate` is set),
+    /// and clients sending a PSK AUTH are checked against it.
     pub psk: Zeroizing<Vec<u8>>,
+    /// The phase1 `certificate` (`authmethod signature`): when set, the gateway sends CERT and a
+    /// digital-signature AUTH (RFC 7427) instead of the PSK AUTH.
+    pub certificate: Option<Arc<GatewayCert>>,
     /// `eap-identity send-request`: ask for the EAP identity instead of using IDi.
     pub eap_identity_request: bool,
     /// Half-open IKE SAs above which COOKIEs are required (RFC 7296 §2.6).
@@ -103,6 +125,7 @@ impl std::fmt::Debug for Config {
             .field("ike", &self.ike)
             .field("esp", &self.esp)
             .field("local_id", &self.local_id)
+            .field("certificate", &self.certificate)
             .field("negotiate_timeout", &self.negotiate_timeout)
             .finish_non_exhaustive()
     }
@@ -115,6 +138,9 @@ pub struct MsChapOk {
     /// The 64-byte MSK (RFC 3079 §3: MasterReceiveKey ‖ MasterSendKey ‖ 32 zero bytes, as EAP
     /// method keys are laid out for IKEv2).
     pub msk: Zeroizing<[u8; 64]>,
+    /// Only the bare password matched for a user with a token: the token code must follow in a
+    /// second authentication round (RFC 4739, EAP-GTC) or the login fails.
+    pub token_needed: bool,
 }
 
 /// A refused authentication; `reason` is for logs only.
@@ -135,6 +161,13 @@ pub trait UserVerifier {
         nt_response: &[u8; 24],
         now_unix: u64,
     ) -> Result<MsChapOk, AuthReject>;
+
+    /// Checks a token code alone for `user` (second round, after [`MsChapOk::token_needed`]).
+    /// A code must be accepted at most once; failures count towards lock-out. The default refuses.
+    fn verify_token(&mut self, user: &str, code: &str, now_unix: u64) -> Result<(), AuthReject> {
+        let _ = (user, code, now_unix);
+        Err(AuthReject { reason: "token codes are not supported".into() })
+    }
 }
 
 /// Hands out internal addresses (mode-cfg pool).
@@ -308,6 +341,15 @@ pub enum Event {
         /// The peer's (outbound) SPI.
         outbound_spi: u32,
     },
+    /// A user asked for a token push in the EAP-GTC round (empty answer or `push`): the
+    /// negotiation waits until [`Responder::approve_token`] is called for `user` or
+    /// `negotiate-timeout` expires.
+    TokenPushPending {
+        /// Our SPI.
+        spi: u64,
+        /// The user whose token must approve.
+        user: String,
+    },
     /// A user failed to authenticate.
     AuthFailed {
         /// Our SPI.
@@ -356,9 +398,21 @@ pub(crate) enum Phase {
     /// MSCHAPv2 challenge sent.
     EapChallenge { child: auth::PendingChild, user: String, challenge: [u8; 16] },
     /// MSCHAPv2 success request sent, waiting for the peer's success response.
-    EapSuccessPending { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]> },
-    /// EAP Success sent; waiting for the AUTH computed from the MSK.
-    AwaitAuth { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]> },
+    EapSuccessPending { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]>, token_needed: bool },
+    /// EAP Success sent; waiting for the AUTH computed from the MSK. `token_needed`: a second
+    /// round (RFC 4739) must follow.
+    AwaitAuth { child: auth::PendingChild, user: String, msk: Zeroizing<[u8; 64]>, token_needed: bool },
+    /// First round done with ANOTHER_AUTH_FOLLOWS; waiting for the second round's IDi.
+    SecondRound { child: auth::PendingChild, user: String },
+    /// Second round: EAP Identity requested.
+    GtcIdentity { child: auth::PendingChild, user: String, idi: Identification },
+    /// Second round: EAP-GTC request for the token code sent.
+    Gtc { child: auth::PendingChild, user: String, idi: Identification },
+    /// Second round: token push sent; the request `req` is answered once
+    /// [`Responder::approve_token`] is called for `user`.
+    PushPending { child: auth::PendingChild, user: String, idi: Identification, req: Header },
+    /// Second round: EAP Success sent; waiting for the AUTH computed from SK_pi (no MSK).
+    AwaitAuth2 { child: auth::PendingChild, user: String, idi: Identification },
     /// MSCHAPv2 failure request sent; the next message ends the exchange.
     EapFailing,
     /// Authenticated.
@@ -609,6 +663,24 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
         true
     }
 
+    /// Approves the pending token push of `user` (the FortiToken Mobile "approve" tap): every
+    /// negotiation of that user waiting in the EAP-GTC round gets its EAP Success and goes on to
+    /// the final AUTH. Returns how many negotiations were approved (those past their
+    /// `negotiate-timeout` are not).
+    pub fn approve_token(&mut self, user: &str, now: Instant) -> usize {
+        let mut approved = 0;
+        for sa in self.sas.values_mut() {
+            // A negotiation past its deadline is not revived (handle_timeout removes it).
+            let waiting = matches!(&sa.phase, Phase::PushPending { user: u, .. } if u.eq_ignore_ascii_case(user))
+                && sa.deadline.is_none_or(|d| d > now);
+            if waiting && auth::push_approved(&mut self.ctx, sa) {
+                sa.last_seen = now;
+                approved += 1;
+            }
+        }
+        approved
+    }
+
     /// Our SPIs of the established IKE SAs.
     pub fn established_spis(&self) -> Vec<u64> {
         self.sas.values().filter(|s| matches!(s.phase, Phase::Established)).map(|s| s.spi_r).collect()
@@ -635,6 +707,14 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
                 self.by_initiator.retain(|_, v| *v != spi);
                 if let Some(a) = sa.assigned {
                     self.ctx.pool.release(a);
+                }
+                if let Phase::PushPending { user, .. } = &sa.phase {
+                    self.ctx.debug(Some(spi), format!("Token push for user \"{user}\" was not approved in time"));
+                    self.ctx.events.push_back(Event::AuthFailed {
+                        spi,
+                        user: user.clone(),
+                        reason: "token push was not approved before negotiate-timeout".to_string(),
+                    });
                 }
                 let reason = if matches!(sa.phase, Phase::Dead) {
                     CloseReason::AuthFailed

@@ -210,6 +210,22 @@ impl Initiator {
         prf.prf(&kp, &[&self.init_req, &self.nr, &maced]).to_vec()
     }
 
+    /// Our AUTH with a shared secret for identity `id` (a later round, RFC 4739 §3).
+    pub fn auth_value_for(&self, secret: &[u8], id: &Identification) -> Vec<u8> {
+        let k = self.keys.as_ref().unwrap();
+        let prf = k.prf;
+        let maced = prf.prf(&k.sk_pi, &[&id.get_encoding()]);
+        let kp = prf.prf(secret, &[b"Key Pad for IKEv2"]);
+        prf.prf(&kp, &[&self.init_req, &self.nr, &maced]).to_vec()
+    }
+
+    /// The octets the responder signs (RFC 7296 §2.15): IKE_SA_INIT response | Ni | prf(SK_pr, IDr').
+    pub fn responder_signed_octets(&self, idr: &Identification) -> Vec<u8> {
+        let k = self.keys.as_ref().unwrap();
+        let maced = k.prf.prf(&k.sk_pr, &[&idr.get_encoding()]);
+        [&self.init_resp[..], &self.ni[..], &maced[..]].concat()
+    }
+
     /// The responder's expected AUTH with a shared secret.
     pub fn expected_responder_auth(&self, secret: &[u8], idr: &Identification) -> Vec<u8> {
         let k = self.keys.as_ref().unwrap();

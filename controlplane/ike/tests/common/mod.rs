@@ -23,8 +23,16 @@ impl Entropy for TestRng {
     }
 }
 
-/// Users with clear-text passwords, checked with real MS-CHAPv2.
-pub struct TestUsers(pub HashMap<String, String>, pub Vec<u64>);
+/// Users with clear-text passwords, checked with real MS-CHAPv2; the third field holds token
+/// codes of users with a token.
+pub struct TestUsers(pub HashMap<String, String>, pub Vec<u64>, pub Tokens);
+
+/// Valid token codes per user, and the codes already used.
+#[derive(Default)]
+pub struct Tokens {
+    pub codes: HashMap<String, Vec<String>>,
+    pub used: Vec<String>,
+}
 
 impl UserVerifier for TestUsers {
     fn verify_mschapv2(
@@ -36,11 +44,28 @@ impl UserVerifier for TestUsers {
         now_unix: u64,
     ) -> Result<MsChapOk, AuthReject> {
         self.1.push(now_unix);
-        let pw = self.0.get(user).ok_or(AuthReject { reason: "unknown user".into() })?;
+        let pw = self.0.get(user).ok_or(AuthReject { reason: "unknown user".into() })?.clone();
+        let mut token_needed = false;
+        let mut pw = pw;
+        if let Some(codes) = self.2.codes.get(user) {
+            let fresh = codes.iter().filter(|c| !self.2.used.contains(c));
+            match fresh
+                .map(|c| format!("{pw}{c}"))
+                .find(|full| mschap::nt_response(auth_challenge, peer_challenge, user, full) == *nt_response)
+            {
+                Some(full) => {
+                    self.2.used.push(full[pw.len()..].to_string());
+                    pw = full;
+                }
+                None => token_needed = true,
+            }
+        }
+        let pw = &pw;
         if mschap::nt_response(auth_challenge, peer_challenge, user, pw) != *nt_response {
             return Err(AuthReject { reason: "bad credentials".into() });
         }
         Ok(MsChapOk {
+            token_needed,
             authenticator_response: mschap::authenticator_response(
                 pw,
                 nt_response,
@@ -50,6 +75,19 @@ impl UserVerifier for TestUsers {
             ),
             msk: Zeroizing::new(mschap::msk(pw, nt_response)),
         })
+    }
+
+    fn verify_token(&mut self, user: &str, code: &str, now_unix: u64) -> Result<(), AuthReject> {
+        self.1.push(now_unix);
+        let Some(codes) = self.2.codes.get(user) else { return Err(AuthReject { reason: "user has no token".into() }) };
+        if !codes.iter().any(|c| c == code) {
+            return Err(AuthReject { reason: "wrong token code".into() });
+        }
+        if self.2.used.iter().any(|c| c == code) {
+            return Err(AuthReject { reason: "token code has already been used".into() });
+        }
+        self.2.used.push(code.to_string());
+        Ok(())
     }
 }
 
