@@ -153,7 +153,8 @@ fn every_path_checks_the_same_number_of_candidates() {
         (db.candidates_checked() - before, r)
     };
     let n = CANDIDATES_PER_ATTEMPT as u64;
-    let cases: Vec<(&str, String, u64, fn(&Result<bool, FailureReason>) -> bool)> = vec![
+    type Expect = fn(&Result<bool, FailureReason>) -> bool;
+    let cases: Vec<(&str, String, u64, Expect)> = vec![
         ("nobody", "whatever".into(), T0, |r| r == &Err(FailureReason::UnknownUser)),
         ("off", "x".into(), T0, |r| r == &Err(FailureReason::Disabled)),
         (USER, "wrong".into(), T0, |r| matches!(r, Err(FailureReason::BadCredentials { .. }))),
