@@ -58,6 +58,9 @@ fn skip_reason() -> Option<String> {
     if !std::path::Path::new("/usr/sbin/charon-systemd").exists() {
         return Some("strongSwan (charon-systemd) is not installed".into());
     }
+    if !Command::new("tcpdump").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Some("tcpdump is not installed".into());
+    }
     None
 }
 
@@ -89,6 +92,7 @@ struct Lab {
     namespaces: Vec<String>,
     client_dir: PathBuf,
     gw: Option<Child>,
+    tcpdump: Option<Child>,
 }
 
 impl Lab {
@@ -99,7 +103,7 @@ impl Lab {
         fs::create_dir_all(&dir).expect("temp dir");
         let (cli, gw) = (format!("dgs-cli-{pid}"), format!("dgs-gw-{pid}"));
         let client_dir = dir.join("client");
-        let mut lab = Lab { dir, namespaces: vec![cli.clone(), gw.clone()], client_dir, gw: None };
+        let mut lab = Lab { dir, namespaces: vec![cli.clone(), gw.clone()], client_dir, gw: None, tcpdump: None };
         let (ok, out) = sh(&["dg_ns_pair", &cli, &gw, "cli0", "wan0", &format!("{CLI_IP}/30"), &format!("{GW_IP}/30")]);
         assert!(ok, "namespaces: {out}");
         let d = lab.client_dir.to_str().expect("utf-8").to_string();
@@ -136,6 +140,49 @@ impl Lab {
             assert!(Instant::now() < end, "dialgate did not start: {}", self.read("gw.err"));
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Captures UDP on the gateway's link into `ike.pcap` (the wire is checked too).
+    fn start_capture(&mut self) {
+        let pcap = self.dir.join("ike.pcap");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.namespaces[1],
+                "tcpdump",
+                "-i",
+                "wan0",
+                "--immediate-mode",
+                "-U",
+                "-Z",
+                "root",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(&pcap)
+            .arg("udp")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.join("tcpdump.err")).expect("tcpdump.err"))
+            .spawn()
+            .expect("tcpdump");
+        self.tcpdump = Some(child);
+        let end = Instant::now() + Duration::from_secs(5);
+        while !self.read("tcpdump.err").contains("listening on") {
+            assert!(Instant::now() < end, "tcpdump did not start: {}", self.read("tcpdump.err"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop_capture(&mut self) -> Vec<u8> {
+        if let Some(mut c) = self.tcpdump.take() {
+            // Let the last packets reach the file before the capture stops.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let _ = wait_timeout(&mut c, Duration::from_secs(3));
+        }
+        fs::read(self.dir.join("ike.pcap")).unwrap_or_default()
     }
 
     fn read(&self, name: &str) -> String {
@@ -211,9 +258,9 @@ secrets {{
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut gw) = self.gw.take() {
-            let _ = gw.kill();
-            let _ = gw.wait();
+        for c in self.gw.iter_mut().chain(self.tcpdump.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         if let Some(d) = self.client_dir.to_str() {
             let _ = sh(&["dg_charon_stop", d]);
@@ -317,11 +364,16 @@ fn no_secret_in_any_output_of_a_full_session() {
     let code = current_code(&cfg_text);
     let secret = format!("{PASSWORD}{code}");
     lab.load_client(&secret);
+    lab.start_capture();
     let (ok, out) = lab.swanctl(&["--initiate", "--child", "dialgate", "--timeout", "8"], Duration::from_secs(12));
     assert!(ok, "login failed:\n{out}\n--- gateway:\n{}{}", lab.read("gw.out"), lab.read("gw.err"));
     // Some traffic-free time for DPD-less idling, then a clean disconnect (DELETE).
     let (ok, out) = lab.swanctl(&["--terminate", "--ike", "dialgate", "--timeout", "5"], Duration::from_secs(8));
     assert!(ok, "terminate: {out}");
+    let pcap = lab.stop_capture();
+    let ike = ike_datagrams(&pcap);
+    assert!(ike.len() >= 8, "the capture holds the exchange: {} IKE datagrams", ike.len());
+    write_corpus(&ike);
     let st = lab.stop_gateway().expect("dialgate stops on SIGTERM");
     assert!(st.success(), "dialgate exit {st}");
 
@@ -387,6 +439,13 @@ fn no_secret_in_any_output_of_a_full_session() {
     eprintln!("secrets: {} key dumps from charon: {labels:?}", keys.len());
     secrets.extend(keys);
 
+    // The wire carries none of them either (the IKE datagrams of the whole session).
+    let wire: Vec<u8> = ike.concat();
+    for (name, s) in &secrets {
+        for f in forms(s) {
+            assert!(!find(&wire, &f), "{name} on the wire");
+        }
+    }
     for (name, s) in &secrets {
         for (i, f) in forms(s).iter().enumerate() {
             // Short textual forms of short secrets (the 8-character password's base64) are
@@ -401,6 +460,51 @@ fn no_secret_in_any_output_of_a_full_session() {
     // The code itself is six digits: it may appear by chance in a long hex dump, but never next
     // to the password or as a log field.
     assert!(!show.contains(&format!("code={code}")) && !show.contains(&format!("code {code}")));
+}
+
+/// The IKE messages in an Ethernet capture: UDP 500 payloads, and UDP 4500 payloads behind the
+/// non-ESP marker (RFC 3948 §2.2), marker removed.
+fn ike_datagrams(pcap: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(cap) = dialgate_dataplane::pcap::parse(pcap) else { return vec![] };
+    let mut out = Vec::new();
+    for r in &cap.records {
+        let f = r.data;
+        if f.len() < 14 + 20 + 8 || f[12..14] != [0x08, 0x00] || f[14 + 9] != 17 {
+            continue;
+        }
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        let u = 14 + ihl;
+        let Some(h) = f.get(u..u + 8) else { continue };
+        let (sport, dport) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
+        let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+        let Some(payload) = f.get(u + 8..u + len.max(8)) else { continue };
+        if sport == 500 || dport == 500 {
+            out.push(payload.to_vec());
+        } else if (sport == 4500 || dport == 4500) && payload.len() > 4 && payload[..4] == [0, 0, 0, 0] {
+            out.push(payload[4..].to_vec());
+        }
+    }
+    out
+}
+
+/// With `DIALGATE_WRITE_FUZZ_CORPUS=<dir>`: the strongSwan session's IKE messages as seeds of
+/// the `message` target, and the client's requests as one frame sequence for `responder`.
+fn write_corpus(ike: &[Vec<u8>]) {
+    let Some(dir) = std::env::var_os("DIALGATE_WRITE_FUZZ_CORPUS") else { return };
+    let dir = std::path::Path::new(&dir);
+    fs::create_dir_all(dir.join("message")).expect("dir");
+    fs::create_dir_all(dir.join("responder")).expect("dir");
+    let mut frames = Vec::new();
+    for (i, d) in ike.iter().enumerate() {
+        fs::write(dir.join("message").join(format!("strongswan-{i:03}")), d).expect("seed");
+        // Requests only (the R flag, 0x20, clear): what a responder receives.
+        if d.len() > 19 && d[19] & 0x20 == 0 && d.len() < 65536 {
+            frames.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            frames.push(if i == 0 { 0 } else { 1 });
+            frames.extend_from_slice(d);
+        }
+    }
+    fs::write(dir.join("responder").join("strongswan-session"), frames).expect("seed");
 }
 
 #[test]
