@@ -287,7 +287,10 @@ fn charon_keys(log: &str) -> Vec<(String, Vec<u8>)> {
         if !tail.contains("bytes @") {
             continue;
         }
-        let label = head.rsplit(']').next().unwrap_or(head).trim().to_string();
+        // `HH:MM:SS NN[IKE] label`: the first ']' ends the thread tag (hex-dump lines can have
+        // ']' in their ASCII column, so never split at the last one).
+        let label = head.split_once(']').map_or(head, |(_, l)| l).trim().to_string();
+        let declared: usize = tail.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
         let lower = label.to_lowercase();
         // Keys and secrets; not the public inputs charon also dumps (signed octets, AUTH).
         let public = lower.starts_with("octets") || lower.starts_with("auth =");
@@ -296,20 +299,22 @@ fn charon_keys(log: &str) -> Vec<(String, Vec<u8>)> {
         }
         let mut bytes = Vec::new();
         for d in &lines[i + 1..] {
-            let body = d.rsplit(']').next().unwrap_or(d).trim_start();
+            let body = d.split_once(']').map_or(*d, |(_, b)| b).trim_start();
             let mut toks = body.split_whitespace();
             match toks.next() {
                 Some(t) if t.ends_with(':') && t[..t.len() - 1].chars().all(|c| c.is_ascii_digit()) => {}
                 _ => break,
             }
-            for t in toks {
+            // At most 16 bytes a line; the ASCII column after them is not hex.
+            for t in toks.take(16) {
                 match (t.len(), u8::from_str_radix(t, 16)) {
                     (2, Ok(b)) => bytes.push(b),
                     _ => break,
                 }
             }
         }
-        if bytes.len() >= 16 {
+        bytes.truncate(declared);
+        if bytes.len() >= 16 && bytes.len() == declared {
             out.push((label, bytes));
         }
     }
@@ -512,7 +517,7 @@ fn key_dump_parser_reads_charon_hexdumps() {
     // Two dumps in charon's `%B` format: one key, one unrelated value that must be ignored.
     let log = "12:00:00 07[IKE] Sk_ai secret => 32 bytes @ 0x7f00\n\
                12:00:00 07[IKE]    0: 00 01 02 03 04 05 06 07 08 09 0A 0B 0C 0D 0E 0F  ................\n\
-               12:00:00 07[IKE]   16: 10 11 12 13 14 15 16 17 18 19 1A 1B 1C 1D 1E 1F  ................\n\
+               12:00:00 07[IKE]   16: 10 11 12 13 14 15 16 17 18 19 1A 1B 1C 1D 1E 1F  ..]..AB........]\n\
                12:00:00 07[IKE] natd_chunk => 22 bytes @ 0x7f01\n\
                12:00:00 07[IKE]    0: AA BB CC DD EE FF 00 11 22 33 44 55 66 77 88 99  ................\n\
                12:00:00 07[IKE] next line\n";
