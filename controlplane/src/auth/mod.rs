@@ -166,6 +166,7 @@ pub struct UserDb {
     groups: HashMap<String, Vec<String>>,
     state: HashMap<String, UserState>,
     policy: LockoutPolicy,
+    candidates_checked: u64,
 }
 
 impl fmt::Debug for UserDb {
@@ -186,10 +187,34 @@ fn candidate_steps(now: u64, period: u64) -> impl Iterator<Item = u64> {
 }
 
 enum Check {
-    Ok { step: Option<u64> },
+    /// `index` is the position of the accepted candidate in the order `matches` saw them.
+    Ok {
+        step: Option<u64>,
+        index: usize,
+    },
     Reused,
-    BarePassword,
+    /// Only the bare password (at `index`) matched for a user with a token.
+    BarePassword {
+        index: usize,
+    },
     Bad,
+}
+
+/// Secrets checked per authentication attempt, whatever its outcome: unknown, disabled and
+/// locked-out users, wrong and right passwords all cost the same (a user with a token has three
+/// password ‖ code candidates and the bare password; others are padded with dummy candidates).
+pub const CANDIDATES_PER_ATTEMPT: usize = 4;
+
+/// What a dummy candidate stands for: never accepted, even when it matches.
+const DUMMY_SECRET: &str = "\u{1}dialgate-dummy-candidate";
+/// Seed of the dummy token whose codes are computed for users without one (same HOTP work).
+const DUMMY_SEED: [u8; 20] = [0x5a; 20];
+
+#[derive(Clone, Copy)]
+enum Role {
+    Code(u64),
+    Bare,
+    Dummy,
 }
 
 impl UserDb {
@@ -201,6 +226,7 @@ impl UserDb {
             groups: HashMap::new(),
             state: HashMap::new(),
             policy: LockoutPolicy { threshold: 3, duration_secs: 60 },
+            candidates_checked: 0,
         };
         db.update(cfg);
         db
@@ -239,6 +265,13 @@ impl UserDb {
         }
         self.state.retain(|k, _| self.users.contains_key(k));
         self.groups = cfg.groups.iter().map(|g| (g.name.clone(), g.member.clone())).collect();
+    }
+
+    /// Secrets hashed and compared so far by [`UserDb::verify_mschapv2`] and
+    /// [`UserDb::verify_password`]: [`CANDIDATES_PER_ATTEMPT`] per call, whatever the outcome
+    /// (the structural check that failure and success paths do the same work).
+    pub fn candidates_checked(&self) -> u64 {
+        self.candidates_checked
     }
 
     /// The lock-out policy in force.
@@ -298,37 +331,69 @@ impl UserDb {
         }
     }
 
-    /// Runs `matches(secret)` over the secrets acceptable for the user: the password alone for a
-    /// user without a token, else password ‖ code for each valid code.
-    fn check(&self, key: &str, now: u64, mut matches: impl FnMut(&str) -> bool) -> Result<Check, FailureReason> {
-        let Some(rec) = self.users.get(key) else { return Err(FailureReason::UnknownUser) };
-        let pw = rec.password.expose();
-        if !rec.two_factor {
-            return Ok(if matches(pw) { Check::Ok { step: None } } else { Check::Bad });
-        }
-        let Some(tok) = rec.token.as_ref().filter(|t| t.active) else {
-            // Only tell "not activated" to someone who knows the password.
-            return if matches(pw) { Err(FailureReason::TokenNotActive) } else { Ok(Check::Bad) };
+    /// Runs `matches(secret)` over exactly [`CANDIDATES_PER_ATTEMPT`] secrets: the password
+    /// alone for a user without a token, password ‖ code for each valid code and the bare
+    /// password for a user with one, dummies for the rest (and for everything when `key` is
+    /// `None`: unknown, disabled or locked-out users). Every candidate is tried even after a
+    /// match, and as many HOTP codes are computed for every user, so the time taken does not
+    /// tell which check failed.
+    fn check(
+        &self,
+        key: Option<&str>,
+        now: u64,
+        mut matches: impl FnMut(&str) -> bool,
+    ) -> Result<Check, FailureReason> {
+        let rec = key.and_then(|k| self.users.get(k));
+        let pw = rec.map_or(DUMMY_SECRET, |r| r.password.expose());
+        let tok = rec.filter(|r| r.two_factor).and_then(|r| r.token.as_ref()).filter(|t| t.active);
+        let (seed, alg, digits, period): (&[u8], _, _, _) = match tok {
+            Some(t) => (&t.seed, t.algorithm, t.digits, t.period),
+            None => (&DUMMY_SEED, TotpAlgorithm::Sha1, 6, 30),
         };
-        let last = self.state.get(key).and_then(|s| s.last_step);
+        let mut cands: Vec<(Zeroizing<String>, Role)> = Vec::with_capacity(CANDIDATES_PER_ATTEMPT);
+        for step in candidate_steps(now, period) {
+            let code = totp::format_code(totp::hotp(alg, seed, step, digits), digits);
+            if tok.is_some() {
+                let mut c = Zeroizing::new(String::with_capacity(pw.len() + code.len()));
+                c.push_str(pw);
+                c.push_str(&code);
+                cands.push((c, Role::Code(step)));
+            }
+        }
+        if rec.is_some() {
+            cands.push((Zeroizing::new(pw.to_string()), Role::Bare));
+        }
+        while cands.len() < CANDIDATES_PER_ATTEMPT {
+            cands.push((Zeroizing::new(DUMMY_SECRET.to_string()), Role::Dummy));
+        }
+        // No short circuit: every candidate is hashed and compared.
+        let hits: Vec<bool> = cands.iter().map(|(c, _)| matches(c)).collect();
+        let Some(rec) = rec else { return Err(FailureReason::UnknownUser) };
+        let bare = cands.iter().zip(&hits).any(|((_, r), &h)| h && matches!(r, Role::Bare));
+        if !rec.two_factor {
+            let index = cands.iter().position(|(_, r)| matches!(r, Role::Bare)).unwrap_or(0);
+            return Ok(if bare { Check::Ok { step: None, index } } else { Check::Bad });
+        }
+        if tok.is_none() {
+            // Only tell "not activated" to someone who knows the password.
+            return if bare { Err(FailureReason::TokenNotActive) } else { Ok(Check::Bad) };
+        }
+        let last = key.and_then(|k| self.state.get(k)).and_then(|s| s.last_step);
         let mut reused = false;
-        for step in candidate_steps(now, tok.period) {
-            let code = totp::format_code(totp::hotp(tok.algorithm, &tok.seed, step, tok.digits), tok.digits);
-            let mut candidate = Zeroizing::new(String::with_capacity(pw.len() + code.len()));
-            candidate.push_str(pw);
-            candidate.push_str(&code);
-            if matches(&candidate) {
-                if last.is_some_and(|l| step <= l) {
+        for (index, ((_, role), &hit)) in cands.iter().zip(&hits).enumerate() {
+            if let (Role::Code(step), true) = (role, hit) {
+                if last.is_some_and(|l| *step <= l) {
                     reused = true;
                 } else {
-                    return Ok(Check::Ok { step: Some(step) });
+                    return Ok(Check::Ok { step: Some(*step), index });
                 }
             }
         }
         if reused {
             return Ok(Check::Reused);
         }
-        Ok(if matches(pw) { Check::BarePassword } else { Check::Bad })
+        let index = cands.iter().position(|(_, r)| matches!(r, Role::Bare)).unwrap_or(0);
+        Ok(if bare { Check::BarePassword { index } } else { Check::Bad })
     }
 
     /// Turns a check into the result, updating counters.
@@ -340,14 +405,14 @@ impl UserDb {
         r: Result<Check, FailureReason>,
     ) -> Result<bool, AuthFailure> {
         let reason = match r {
-            Ok(Check::Ok { step }) => {
+            Ok(Check::Ok { step, .. }) => {
                 self.succeeded(key, step);
                 return Ok(step.is_some());
             }
             Ok(Check::Bad) => FailureReason::BadCredentials { locked_for: self.failed(key, now) },
             Ok(Check::Reused) => FailureReason::CodeReused { locked_for: self.failed(key, now) },
             // The password was right: not a guessing failure, so not counted.
-            Ok(Check::BarePassword) => FailureReason::TokenNeeded,
+            Ok(Check::BarePassword { .. }) => FailureReason::TokenNeeded,
             Err(reason) => reason,
         };
         Err(AuthFailure { user: user.to_string(), reason })
@@ -389,18 +454,24 @@ impl UserDb {
         now_unix: u64,
         first_factor: bool,
     ) -> Result<MsChapSuccess, AuthFailure> {
-        let key = self.precheck(user, now_unix)?;
-        let mut winner: Option<Zeroizing<[u8; 16]>> = None;
-        let r = self.check(&key, now_unix, |secret| {
+        // The precheck's verdict waits until the candidates were tried: refusing an unknown,
+        // disabled or locked-out user early would be faster than checking a password.
+        let pre = self.precheck(user, now_unix);
+        let mut hashes: Vec<Zeroizing<[u8; 16]>> = Vec::with_capacity(CANDIDATES_PER_ATTEMPT);
+        let r = self.check(pre.as_deref().ok(), now_unix, |secret| {
             let h = mschapv2::nt_password_hash(secret);
             let ok = mschapv2::check_nt_response(auth_challenge, peer_challenge, user, &h, nt_response);
-            if ok && winner.is_none() {
-                winner = Some(h);
-            }
+            hashes.push(h);
             ok
         });
-        // `winner` may hold the bare password's hash when the result is TokenNeeded: only a
-        // success below uses it.
+        self.candidates_checked += hashes.len() as u64;
+        let key = pre?;
+        let winner = match &r {
+            Ok(Check::Ok { index, .. } | Check::BarePassword { index }) => hashes.get(*index).cloned(),
+            _ => None,
+        };
+        // `winner` holds the bare password's hash when the result is TokenNeeded: only a
+        // first-factor success below uses it.
         let (used_token, token_needed) = match self.settle(user, &key, now_unix, r) {
             Ok(used) => (used, false),
             Err(AuthFailure { reason: FailureReason::TokenNeeded, .. }) if first_factor => (false, true),
@@ -431,8 +502,14 @@ impl UserDb {
     /// Verifies a clear-text password (password ‖ code for a user with a token); returns whether a
     /// code was used.
     pub fn verify_password(&mut self, user: &str, password: &str, now_unix: u64) -> Result<bool, AuthFailure> {
-        let key = self.precheck(user, now_unix)?;
-        let r = self.check(&key, now_unix, |secret| bool::from(secret.as_bytes().ct_eq(password.as_bytes())));
+        let pre = self.precheck(user, now_unix);
+        let mut n = 0u64;
+        let r = self.check(pre.as_deref().ok(), now_unix, |secret| {
+            n += 1;
+            bool::from(secret.as_bytes().ct_eq(password.as_bytes()))
+        });
+        self.candidates_checked += n;
+        let key = pre?;
         self.settle(user, &key, now_unix, r)
     }
 
@@ -449,13 +526,13 @@ impl UserDb {
         let mut result = Check::Bad;
         for step in candidate_steps(now_unix, period) {
             let want = totp::format_code(totp::hotp(alg, &seed, step, digits), digits);
-            if bool::from(want.as_bytes().ct_eq(code.as_bytes())) {
-                if last.is_some_and(|l| step <= l) {
-                    result = Check::Reused;
+            // No early exit: every step is compared, matched or not; a fresh match wins.
+            if bool::from(want.as_bytes().ct_eq(code.as_bytes())) && !matches!(result, Check::Ok { .. }) {
+                result = if last.is_some_and(|l| step <= l) {
+                    Check::Reused
                 } else {
-                    result = Check::Ok { step: Some(step) };
-                    break;
-                }
+                    Check::Ok { step: Some(step), index: 0 }
+                };
             }
         }
         self.settle(user, &key, now_unix, Ok(result)).map(|_| ())
