@@ -163,7 +163,7 @@ impl Lab {
         let err = fs::File::create(self.dir.join("gw.err")).expect("gw.err");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.gw_ns, DIALGATE, "run", "--config"]).arg(&conf);
-        cmd.args(["--listen", GW_IP]);
+        cmd.args(["--listen", GW_IP, "--control-socket"]).arg(self.dir.join("gw.sock"));
         let child = cmd.stdout(out).stderr(err).stdin(Stdio::null()).spawn().expect("spawn dialgate");
         self.gw = Some(child);
         let end = Instant::now() + Duration::from_secs(5);
@@ -363,7 +363,7 @@ fn cert_gateway_config(cert: &str, key: &str) -> String {
 /// Runs `charon-cmd --profile ikev2-eap` in the client namespace with `password` on stdin until
 /// its CHILD_SA is up (or 12 s pass), then stops it with SIGINT; returns whether the CHILD_SA
 /// came up and the output.
-fn charon_cmd(lab: &Lab, ca: &str, password: &str) -> (bool, String) {
+fn charon_cmd(lab: &Lab, ca: &str, password: &str) -> (bool, Option<ExitStatus>, String) {
     let conf = lab.path("charon-cmd.conf");
     // stdout is block-buffered when not a terminal: poll a line-flushed file log instead.
     let log = lab.dir.join("charon-cmd.log");
@@ -410,10 +410,12 @@ fn charon_cmd(lab: &Lab, ca: &str, password: &str) -> (bool, String) {
     }
     let waited = end.saturating_duration_since(Instant::now());
     let exited = child.try_wait().ok().flatten();
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    if exited.is_none() {
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).stderr(Stdio::null()).status();
+    }
     wait_timeout(&mut child, Duration::from_secs(3));
     let out = fs::read_to_string(&log).unwrap_or_default();
-    (up, format!("{out}\n(left {waited:?}, exited early: {exited:?})"))
+    (up, exited, format!("{out}\n(left {waited:?}, exited early: {exited:?})"))
 }
 
 fn charon_cmd_against_certificate_gateway(key_type: &str, scheme: &str) {
@@ -423,7 +425,7 @@ fn charon_cmd_against_certificate_gateway(key_type: &str, scheme: &str) {
     let text = cert_gateway_config(&cert, &key);
     lab.start_gateway(&text);
     let code = current_code(&text);
-    let (up, out) = charon_cmd(&lab, &ca, &format!("{PASSWORD}{code}"));
+    let (up, _, out) = charon_cmd(&lab, &ca, &format!("{PASSWORD}{code}"));
     let (gout, gerr) = (lab.gw_out(), lab.gw_err());
     assert!(up, "charon-cmd did not get its CHILD_SA:\n{out}\n--- gateway:\n{gout}{gerr}");
     assert!(out.contains(&format!("authentication of '{GW_IP}' with {scheme} successful")), "{out}");
@@ -441,4 +443,60 @@ fn charon_cmd_ecdsa_certificate_gateway() {
 #[test]
 fn charon_cmd_rsa_certificate_gateway() {
     charon_cmd_against_certificate_gateway("rsa", "RSA_EMSA_PKCS1_SHA2_256");
+}
+
+/// A wrong password: the gateway refuses with AUTHENTICATION_FAILED (after the MSCHAPv2
+/// failure) and charon-cmd gives up by itself with a non-zero exit status.
+#[test]
+fn charon_cmd_wrong_password_fails() {
+    let mut lab = lab_or_skip!("cert-wrongpw");
+    let (ca, cert, key) = make_certs(&lab, "ecdsa");
+    let text = cert_gateway_config(&cert, &key);
+    lab.start_gateway(&text);
+    let code = current_code(&text);
+    let (up, exited, out) = charon_cmd(&lab, &ca, &format!("wrong-{PASSWORD}{code}"));
+    let (gout, gerr) = (lab.gw_out(), lab.gw_err());
+    assert!(!up, "a wrong password got a CHILD_SA:\n{out}");
+    let st = exited.unwrap_or_else(|| panic!("charon-cmd kept running after the refusal:\n{out}"));
+    assert!(!st.success(), "charon-cmd exited with {st}:\n{out}");
+    assert!(out.contains("EAP-MS-CHAPv2 failed") || out.contains("AUTHENTICATION_FAILED"), "{out}");
+    assert!(gout.contains("authentication failed: user=\"Test\""), "{gout}\n{gerr}");
+    assert!(!gout.contains("install child SA"), "{gout}");
+    no_secrets(&format!("{gout}{gerr}"), &code);
+}
+
+/// Token push: the client answers the GTC round with `push`; the exchange waits (no answer)
+/// until the administrator runs `dialgate diagnose user token approve Test`, then completes.
+#[test]
+fn swanctl_token_push_approved_over_diagnose() {
+    let mut lab = lab_or_skip!("push");
+    lab.start_daemon();
+    let text = gateway_config();
+    lab.start_gateway(&text);
+    lab.load_two_rounds(PASSWORD, "push");
+    let (ok, out) = std::thread::scope(|s| {
+        let login = s.spawn(|| lab.initiate());
+        let end = Instant::now() + Duration::from_secs(8);
+        while !lab.gw_err().contains("Token push is sent") {
+            assert!(Instant::now() < end, "no push pending:\n{}", lab.gw_err());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Held: nothing installed before the approval.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!lab.gw_out().contains("install child SA"), "{}", lab.gw_out());
+        let sock = lab.dir.join("gw.sock");
+        let o = Command::new(DIALGATE)
+            .args(["diagnose", "--socket"])
+            .arg(&sock)
+            .args(["user", "token", "approve", "Test"])
+            .output()
+            .expect("dialgate diagnose");
+        assert!(o.status.success(), "approve: {o:?}");
+        login.join().expect("initiate thread")
+    });
+    let (gout, gerr) = (lab.gw_out(), lab.gw_err());
+    assert!(ok, "login after approval failed:\n{out}\n--- gateway:\n{gout}{gerr}");
+    assert!(out.contains("EAP method EAP_GTC succeeded"), "{out}");
+    assert!(gerr.contains("approved by the administrator"), "{gerr}");
+    assert!(gout.contains("install child SA:") && gout.contains("eap-user=Test"), "{gout}");
 }

@@ -68,7 +68,8 @@ struct Sim {
 impl Sim {
     fn new() -> Sim {
         let now = Instant::now();
-        let users = TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![], Default::default());
+        let users =
+            TestUsers([(USER.to_string(), PASSWORD.to_string())].into_iter().collect(), vec![], Default::default());
         let pool = TestPool::range(Ipv4Addr::new(10, 40, 40, 2), Ipv4Addr::new(10, 40, 40, 200));
         Sim {
             gw: Responder::new(Arc::new(config()), TestRng(0xbad1), users, pool, now, 1_700_000_000),

@@ -353,6 +353,7 @@ struct State {
     pushed: HashMap<u32, SaStats>,
     firewall: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     posture: Option<PostureRenderer>,
+    approvals: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ike_created: u64,
     ike_established: u64,
     child_created: u64,
@@ -485,6 +486,17 @@ impl Diag {
     pub fn firewall_policy_list(&self) -> Option<String> {
         let f = self.lock().firewall.clone();
         f.map(|f| f())
+    }
+
+    /// Where `diagnose user token approve USER` goes: the driver loop that owns the responder.
+    pub fn set_approvals(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+        self.lock().approvals = Some(tx);
+    }
+
+    /// Approves a pending token push for `user`; `false` when no driver listens.
+    pub fn approve_token(&self, user: &str) -> bool {
+        let tx = self.lock().approvals.clone();
+        tx.is_some_and(|t| t.send(user.to_string()).is_ok())
     }
 
     /// Sets the renderer of the posture listings (`firewall dynamic list`, `endpoint ec-shm list`).

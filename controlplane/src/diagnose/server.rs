@@ -50,6 +50,7 @@ pub const HELP: &str = "commands (after `dialgate diagnose`):
   firewall policy list
   firewall dynamic list [TAG]         (posture tags and their endpoint addresses)
   endpoint ec-shm list                (posture endpoint records)
+  user token approve USER             (approve a pending token push)
   help";
 
 /// A parsed `diagnose` command.
@@ -83,6 +84,8 @@ pub enum Command {
     DynamicList(Option<String>),
     /// `endpoint ec-shm list`.
     EcShmList,
+    /// `user token approve USER`.
+    ApproveToken(String),
     /// `help`.
     Help,
 }
@@ -176,6 +179,7 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
         ["firewall", "dynamic", "list"] => Ok(Command::DynamicList(None)),
         ["firewall", "dynamic", "list", tag] => Ok(Command::DynamicList(Some((*tag).to_string()))),
         ["endpoint", "ec-shm", "list"] => Ok(Command::EcShmList),
+        ["user", "token", "approve", user] => Ok(Command::ApproveToken((*user).to_string())),
         ["help"] | [] => Ok(Command::Help),
         _ => Err(unknown()),
     }
@@ -252,6 +256,13 @@ pub fn execute(diag: &Diag, cmd: &Command) -> Reply {
             Some(t) => Reply::Text(t),
             None => Reply::Error("no tunnel checks posture (remote-gw-match ztna)".into()),
         },
+        Command::ApproveToken(user) => {
+            if diag.approve_token(&user) {
+                Reply::Text(format!("token push approval for {user:?} passed to the gateway\n"))
+            } else {
+                Reply::Error("this gateway takes no token approvals".into())
+            }
+        }
         Command::EcShmList => match diag.posture_list(PostureList::EcShmList) {
             Some(t) => Reply::Text(t),
             None => Reply::Error("no tunnel checks posture (remote-gw-match ztna)".into()),

@@ -694,6 +694,7 @@ pub async fn run<R, V, P>(
     shutdown: impl Future<Output = ()>,
     mut reload: impl FnMut(&mut Responder<R, V, P>, &mut DataPlane),
     mut deletes: Option<tokio::sync::mpsc::UnboundedReceiver<(u64, String)>>,
+    mut approvals: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 ) -> Counters
 where
     R: Entropy,
@@ -715,6 +716,10 @@ where
             Some((spi, why)) = super::next_delete(&mut deletes) => {
                 log.line(None, &format!("deleting IKE SA {spi:016x}: {why}"));
                 responder.delete_ike_sa(spi, Instant::now());
+            }
+            Some(user) = super::next_approval(&mut approvals) => {
+                let n = responder.approve_token(&user, Instant::now());
+                log.line(None, &format!("token push for user \"{user}\" approved by the administrator ({n} pending)"));
             }
             _ = tick.tick() => {}
         }

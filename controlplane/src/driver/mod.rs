@@ -52,6 +52,14 @@ pub async fn next_delete(
     }
 }
 
+/// The next user whose token push an administrator approved (`diagnose user token approve`).
+pub async fn next_approval(rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match rx.as_mut() {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A sink for hosts without a data plane: it only counts (the keys are dropped, hence zeroized).
 #[derive(Debug, Default)]
 pub struct LogOnlySink {

@@ -141,6 +141,7 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
     sink: &mut dyn SaSink,
     shutdown: impl Future<Output = ()>,
     mut deletes: Option<tokio::sync::mpsc::UnboundedReceiver<(u64, String)>>,
+    mut approvals: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 ) -> io::Result<Counters> {
     let (ike_addr, natt_addr) = sockets.local_addrs()?;
     let local_ike = SocketAddr::new(sockets.local_ip, ike_addr.port());
@@ -195,6 +196,11 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
                 log.set_peer(None);
                 log.line(None, &format!("deleting IKE SA {spi:016x}: {why}"));
                 responder.delete_ike_sa(spi, Instant::now());
+            }
+            Some(user) = super::next_approval(&mut approvals) => {
+                log.set_peer(None);
+                let n = responder.approve_token(&user, Instant::now());
+                log.line(None, &format!("token push for user \"{user}\" approved by the administrator ({n} pending)"));
             }
         }
         flush(responder, sockets, natt_addr.port(), log, sink, &mut counters).await;
@@ -295,7 +301,7 @@ mod tests {
                 // Nothing answers those; give the driver time to count them.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
-            let counters = run(&mut r, &sockets, &mut log, &mut sink, client, None).await.unwrap();
+            let counters = run(&mut r, &sockets, &mut log, &mut sink, client, None, None).await.unwrap();
             assert_eq!(counters.ike_rx, 2);
             assert_eq!(counters.ike_tx, 2);
             assert_eq!(counters.keepalives, 1);

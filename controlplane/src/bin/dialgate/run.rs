@@ -200,6 +200,9 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         let diag = diag_for(&cfg);
         let (stop_control, control) = spawn_control(bind_control(args.control_socket.as_ref())?, &diag);
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (approve_tx, approvals) = tokio::sync::mpsc::unbounded_channel();
+        diag.set_approvals(approve_tx);
+        let approvals = Some(approvals);
         let mut log = EventLog::with_diag(&gw.name, diag);
         let mut responder = Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
         // Posture (remote-gw-match ztna): the refresher fills the cache the check reads.
@@ -215,7 +218,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         }
         println!("dialgate: tunnel {} listening on {a} and {b}", gw.name);
         let mut sink = LogOnlySink::default();
-        let c = udp::run(&mut responder, &sockets, &mut log, &mut sink, shutdown_signal(), deletes).await;
+        let c = udp::run(&mut responder, &sockets, &mut log, &mut sink, shutdown_signal(), deletes, approvals).await;
         let _ = stop_control.send(());
         if let Some(t) = control {
             let _ = t.await;
@@ -270,6 +273,9 @@ fn dpdk_main(
         spawn_control(bind_control(control)?, &diag)
     };
     let reload_diag = diag.clone();
+    let (approve_tx, approvals) = tokio::sync::mpsc::unbounded_channel();
+    diag.set_approvals(approve_tx);
+    let approvals = Some(approvals);
     let mut log = EventLog::with_diag(&gw.name, diag);
     let mut responder =
         Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
@@ -308,7 +314,7 @@ fn dpdk_main(
             println!("dialgate: {path} has {} error(s); the running configuration is unchanged", errs.len());
         }
     };
-    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal(), reload, deletes));
+    let c = rt.block_on(dpdk::run(&mut responder, &mut dp, &mut log, shutdown_signal(), reload, deletes, approvals));
     let _ = stop_control.send(());
     if let Some(t) = control {
         let _ = rt.block_on(t);
