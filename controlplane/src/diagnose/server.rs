@@ -257,7 +257,7 @@ pub fn execute(diag: &Diag, cmd: &Command) -> Reply {
             None => Reply::Error("no tunnel checks posture (remote-gw-match ztna)".into()),
         },
         Command::ApproveToken(user) => {
-            if diag.approve_token(&user) {
+            if diag.approve_token(user) {
                 Reply::Text(format!("token push approval for {user:?} passed to the gateway\n"))
             } else {
                 Reply::Error("this gateway takes no token approvals".into())
