@@ -18,12 +18,12 @@ use crate::codec::Codec;
 use crate::crypto::Entropy;
 use crate::eap::{self, EapPacket, MsChapV2};
 use crate::error::Error;
-use crate::keymat::child_keymat;
+use crate::keymat::{child_keymat, ChildKeys};
 use crate::message::{
     find_notify, AuthMethod, AuthPayload, CertPayload, CfgType, CpAttrType, CpAttribute, CpPayload, ExchangeType,
     Header, Identification, Notify, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
 };
-use crate::proposal::esp_key_lengths;
+use crate::proposal::{esp_key_lengths, EspChoice};
 use crate::sk::Opened;
 
 /// The CHILD_SA request carried by the first IKE_AUTH, kept until authentication completes.
@@ -650,23 +650,10 @@ fn establish<R: Entropy, V, P: AddressPool>(
         resp.push(notify(NotifyType::TS_UNACCEPTABLE, vec![]));
         return Phase::Established;
     }
-    let inbound_spi = match ctx.spis.as_mut() {
-        Some(spis) => match spis.allocate() {
-            Some(spi) => spi,
-            None => {
-                ctx.debug(Some(sa.spi_r), "no inbound SA slot left in the data plane".to_string());
-                resp.push(notify(NotifyType::TEMPORARY_FAILURE, vec![]));
-                return Phase::Established;
-            }
-        },
-        None => {
-            let mut spi = 0u32;
-            while spi < 256 {
-                // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
-                spi = u32::from_be_bytes(ctx.random::<4>());
-            }
-            spi
-        }
+    let Some(inbound_spi) = alloc_inbound_spi(ctx) else {
+        ctx.debug(Some(sa.spi_r), "no inbound SA slot left in the data plane".to_string());
+        resp.push(notify(NotifyType::TEMPORARY_FAILURE, vec![]));
+        return Phase::Established;
     };
     let choice = match ctx.config.esp.select(&child.sa, None, inbound_spi) {
         Ok(c) => c,
@@ -681,9 +668,37 @@ fn establish<R: Entropy, V, P: AddressPool>(
         resp.push(notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]));
         return Phase::Established;
     };
-    resp.push(Payload::Sa(choice.sa));
+    resp.push(Payload::Sa(choice.sa.clone()));
     resp.push(Payload::TsI(TsPayload { selectors: tsi.clone() }));
     resp.push(Payload::TsR(TsPayload { selectors: tsr.clone() }));
+    install_child(ctx, sa, inbound_spi, &choice, k, (tsi, tsr), None);
+    Phase::Established
+}
+
+/// An inbound CHILD_SA SPI: from the data plane's allocator when one is attached, else random
+/// (at least 256: SPIs 1-255 are reserved by IANA, RFC 4303 §2.1). `None` when no slot is free.
+pub(super) fn alloc_inbound_spi<R: Entropy, V, P>(ctx: &mut Ctx<R, V, P>) -> Option<u32> {
+    match ctx.spis.as_mut() {
+        Some(spis) => spis.allocate(),
+        None => loop {
+            let spi = u32::from_be_bytes(ctx.random::<4>());
+            if spi >= 256 {
+                return Some(spi);
+            }
+        },
+    }
+}
+
+/// Records a negotiated CHILD_SA on its IKE SA and hands it to the driver for the data plane.
+pub(super) fn install_child<R, V, P>(
+    ctx: &mut Ctx<R, V, P>,
+    sa: &mut IkeSa,
+    inbound_spi: u32,
+    choice: &EspChoice,
+    k: ChildKeys,
+    (tsi, tsr): (Vec<TrafficSelector>, Vec<TrafficSelector>),
+    rekeys: Option<u32>,
+) {
     sa.children.push((inbound_spi, choice.peer_spi));
     ctx.events.push_back(Event::InstallChildSa(ChildSa {
         ike_spi: sa.spi_r,
@@ -697,8 +712,7 @@ fn establish<R: Entropy, V, P: AddressPool>(
         tsr,
         path: sa.path,
         udp_encap: sa.nat_detected || sa.path.local.port() == 4500,
-        assigned,
-        rekeys: None,
+        assigned: sa.assigned,
+        rekeys,
     }));
-    Phase::Established
 }

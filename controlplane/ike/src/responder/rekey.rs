@@ -12,8 +12,8 @@
 
 use std::time::Instant;
 
-use super::auth::{narrow, range_of};
-use super::{notify, ChildSa, Ctx, DirectionKeys, Event, IkeSa, Phase};
+use super::auth::{alloc_inbound_spi, install_child, narrow, range_of};
+use super::{notify, Ctx, Event, IkeSa, Phase};
 use crate::crypto::dh::DhPrivate;
 use crate::crypto::Entropy;
 use crate::error::Error;
@@ -97,19 +97,7 @@ pub(super) fn handle<R: Entropy, V, P>(
     if new_tsi.is_empty() || new_tsr.is_empty() {
         return error(NotifyType::TS_UNACCEPTABLE, vec![]);
     }
-    let inbound_spi = match ctx.spis.as_mut() {
-        Some(s) => match s.allocate() {
-            Some(spi) => spi,
-            None => return error(NotifyType::TEMPORARY_FAILURE, vec![]),
-        },
-        None => loop {
-            // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
-            let spi = u32::from_be_bytes(ctx.random::<4>());
-            if spi >= 256 {
-                break spi;
-            }
-        },
-    };
+    let Some(inbound_spi) = alloc_inbound_spi(ctx) else { return error(NotifyType::TEMPORARY_FAILURE, vec![]) };
     let choice = match ctx.config.esp.select(&sa_p, ke.as_ref().map(|k| k.group), inbound_spi) {
         Ok(c) => c,
         Err(Error::InvalidKe(g)) => return error(NotifyType::INVALID_KE_PAYLOAD, g.to_be_bytes().to_vec()),
@@ -138,28 +126,13 @@ pub(super) fn handle<R: Entropy, V, P>(
         None => format!("new CHILD_SA{pfs}: SPIs {inbound_spi:08x}/{:08x}", choice.peer_spi),
     };
     ctx.debug(Some(sa.spi_r), what);
-    let mut resp = vec![Payload::Sa(choice.sa), Payload::Nonce(nr)];
+    let mut resp = vec![Payload::Sa(choice.sa.clone()), Payload::Nonce(nr)];
     if let Some(kr) = kr {
         resp.push(Payload::Ke(kr));
     }
     resp.push(Payload::TsI(TsPayload { selectors: new_tsi.clone() }));
     resp.push(Payload::TsR(TsPayload { selectors: new_tsr.clone() }));
-    sa.children.push((inbound_spi, choice.peer_spi));
-    ctx.events.push_back(Event::InstallChildSa(ChildSa {
-        ike_spi: sa.spi_r,
-        inbound_spi,
-        outbound_spi: choice.peer_spi,
-        suite: choice.suite,
-        esn: choice.esn,
-        inbound: DirectionKeys { encr: k.encr_i, integ: k.integ_i },
-        outbound: DirectionKeys { encr: k.encr_r, integ: k.integ_r },
-        tsi: new_tsi,
-        tsr: new_tsr,
-        path: sa.path,
-        udp_encap: sa.nat_detected || sa.path.local.port() == 4500,
-        assigned: sa.assigned,
-        rekeys,
-    }));
+    install_child(ctx, sa, inbound_spi, &choice, k, (new_tsi, new_tsr), rekeys);
     Outcome::Reply(resp)
 }
 
