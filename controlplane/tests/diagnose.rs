@@ -12,23 +12,25 @@
 //!   Without root or namespaces the test says why it skips. Namespaces, daemons and the
 //!   gateway are removed by drop guards, also when an assertion fails.
 
+mod common;
+
+use common::{current_code, sh, wait_timeout};
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use dialgate_controlplane::auth::totp;
-use dialgate_controlplane::config::{self, value::base32_decode};
+use dialgate_controlplane::config::{self};
 use dialgate_controlplane::gateway::Gateway;
 use dialgate_ike::crypto::dh::{DhGroup, DhPrivate};
 use dialgate_ike::crypto::SystemEntropy;
 use dialgate_ike::message::{ExchangeType, Header, KePayload, Message, Payload, PayloadType, FLAG_INITIATOR};
 
 const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
-const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/netns.sh");
+use common::NETNS_SH;
 const EXAMPLE: &str = include_str!("../../examples/dialgate.conf");
 const PASSWORD: &str = "p@ssw0rd";
 const PSK: &str = "Pr3-Shared-K3y";
@@ -43,21 +45,6 @@ fn temp_dir(test: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Polls `f` every 50 ms until it returns true or `limit` passes.
@@ -352,13 +339,6 @@ fn skip_reason() -> Option<String> {
         .clone()
 }
 
-fn sh(args: &[&str]) -> (bool, String) {
-    let out = Command::new("bash").arg(NETNS_SH).args(args).output().expect("run netns.sh");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 /// Two namespaces joined by a veth pair, a charon daemon in the client one; removed on drop.
 struct Lab {
     dir: PathBuf,
@@ -476,15 +456,6 @@ fn gateway_config() -> String {
         .replace("set gateway 172.16.200.1", "set gateway 192.0.2.254");
     assert!(text.contains(GW_IP), "example configuration changed shape");
     text
-}
-
-fn current_code(cfg_text: &str) -> String {
-    let cfg = config::load_str(cfg_text, "gw.conf").expect("test config loads");
-    let user = cfg.user("Test").expect("user Test");
-    let tok = cfg.fortitokens.iter().find(|t| t.serial == user.fortitoken).expect("Test's token");
-    let seed = base32_decode(tok.seed.as_ref().expect("seed").expose()).expect("base32 seed");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    totp::format_code(totp::totp(tok.algorithm, &seed, now, u64::from(tok.period), tok.digits), tok.digits)
 }
 
 #[test]

@@ -12,24 +12,27 @@
 //! Needs root, `ip netns`, python3 and the strongSwan packages; otherwise it prints why it
 //! skips. Namespaces and processes are removed by a drop guard on every path.
 
-#[path = "../ike/tests/common/mod.rs"]
 mod common;
+#[path = "../ike/tests/common/mod.rs"]
+mod ike_common;
+
+use common::{sh, wait_timeout};
 
 use std::fs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::initiator::Initiator;
 use dialgate_controlplane::auth::totp;
 use dialgate_controlplane::config::{self, value::base32_decode};
 use dialgate_ike::crypto::dh::DhGroup;
 use dialgate_ike::proposal::{EspOffer, IkeOffer};
 use dialgate_ike::responder::Path;
+use ike_common::initiator::Initiator;
 
 const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
-const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/netns.sh");
+use common::NETNS_SH;
 const EXAMPLE: &str = include_str!("../../examples/dialgate.conf");
 const PASSWORD: &str = "p@ssw0rd";
 const PSK: &str = "Pr3-Shared-K3y";
@@ -132,28 +135,6 @@ fn skip_reason() -> Option<String> {
         return Some("python3 is missing".into());
     }
     None
-}
-
-fn sh(args: &[&str]) -> (bool, String) {
-    let out = Command::new("bash").arg(NETNS_SH).args(args).output().expect("run netns.sh");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Client, gateway and flooder namespaces with their processes; removed on drop.

@@ -11,18 +11,18 @@
 //! removed by a drop guard, also when the test fails; each test is bounded by the client
 //! timeouts (well under 30 s).
 
+mod common;
+
+use common::{current_code, sh, wait_timeout};
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use dialgate_controlplane::auth::totp;
-use dialgate_controlplane::config::{self, value::base32_decode};
+use std::time::{Duration, Instant};
 
 const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
-const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/netns.sh");
+use common::NETNS_SH;
 const EXAMPLE: &str = include_str!("../../examples/dialgate.conf");
 const PASSWORD: &str = "p@ssw0rd";
 const PSK: &str = "Pr3-Shared-K3y";
@@ -38,16 +38,6 @@ fn gateway_config() -> String {
         .replace("set gateway 172.16.200.1", "set gateway 192.0.2.254");
     assert!(text.contains(GW_IP), "example configuration changed shape");
     text
-}
-
-/// The current code of Test's token, from the seed in the configuration.
-fn current_code(cfg_text: &str) -> String {
-    let cfg = config::load_str(cfg_text, "gw.conf").expect("test config loads");
-    let user = cfg.user("Test").expect("user Test");
-    let tok = cfg.fortitokens.iter().find(|t| t.serial == user.fortitoken).expect("Test's token");
-    let seed = base32_decode(tok.seed.as_ref().expect("seed").expose()).expect("base32 seed");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    totp::format_code(totp::totp(tok.algorithm, &seed, now, u64::from(tok.period), tok.digits), tok.digits)
 }
 
 /// Why these tests cannot run here (probed once per process).
@@ -86,28 +76,6 @@ macro_rules! lab_or_skip {
             None => Lab::new($name),
         }
     };
-}
-
-fn sh(args: &[&str]) -> (bool, String) {
-    let out = Command::new("bash").arg(NETNS_SH).args(args).output().expect("run netns.sh");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Two namespaces joined by a veth pair, the gateway and one client; torn down on drop.

@@ -12,17 +12,17 @@
 //! Needs root, DPDK, `ip netns` and strongSwan (`scripts/setup`); otherwise each test says why it
 //! skips. Namespaces, daemons and the gateway are removed by a drop guard on every way out.
 
+mod common;
+
+use common::current_code;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use dialgate_controlplane::auth::totp;
-use dialgate_controlplane::config::{self, value::base32_decode};
+use std::time::{Duration, Instant};
 
 const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
-const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/netns.sh");
+use common::NETNS_SH;
 const EXAMPLE: &str = include_str!("../../examples/dialgate.conf");
 const CORES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cores-2.toml");
 const PSK: &str = "Pr3-Shared-K3y";
@@ -56,15 +56,6 @@ fn gateway_config() -> String {
         .replace("set member \"Test\"", &format!("set member \"Test\" \"{USER2}\""));
     assert!(text.contains(USER2), "example configuration changed shape");
     text
-}
-
-fn current_code(cfg_text: &str) -> String {
-    let cfg = config::load_str(cfg_text, "gw.conf").expect("test config loads");
-    let user = cfg.user("Test").expect("user Test");
-    let tok = cfg.fortitokens.iter().find(|t| t.serial == user.fortitoken).expect("Test's token");
-    let seed = base32_decode(tok.seed.as_ref().expect("seed").expose()).expect("base32 seed");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    totp::format_code(totp::totp(tok.algorithm, &seed, now, u64::from(tok.period), tok.digits), tok.digits)
 }
 
 fn run(args: &[&str]) -> (bool, String) {

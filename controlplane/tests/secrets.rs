@@ -10,6 +10,9 @@
 //! Needs root, `ip netns` and the strongSwan packages (see `scripts/setup`); otherwise it prints
 //! why it skips. Namespaces and daemons are removed by a drop guard on every path.
 
+mod common;
+
+use common::{sh, wait_timeout};
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,7 +22,7 @@ use dialgate_controlplane::auth::totp;
 use dialgate_controlplane::config::{self, value::base32_decode};
 
 const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
-const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/netns.sh");
+use common::NETNS_SH;
 const EXAMPLE: &str = include_str!("../../examples/dialgate.conf");
 const PASSWORD: &str = "p@ssw0rd";
 const PSK: &str = "Pr3-Shared-K3y";
@@ -62,28 +65,6 @@ fn skip_reason() -> Option<String> {
         return Some("tcpdump is not installed".into());
     }
     None
-}
-
-fn sh(args: &[&str]) -> (bool, String) {
-    let out = Command::new("bash").arg(NETNS_SH).args(args).output().expect("run netns.sh");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Two namespaces, a client daemon and the gateway; removed on drop.
