@@ -231,6 +231,8 @@ fn seed_examples_end_to_end() {
     assert!(dynamic.contains("EMS1_ZTNA_all_registered_clients") && dynamic.contains("172.16.200.242"), "{dynamic}");
     let shm = diag(&["endpoint", "ec-shm", "list"]);
     assert!(shm.contains(UID) && shm.contains("172.16.200.242"), "{shm}");
+    let gw_list = diag(&["vpn", "ike", "gateway", "list"]);
+    assert!(gw_list.contains(&format!("FortiClient UID: {UID}")), "{gw_list}");
 
     // A second tagged endpoint over UDP 4500 (non-ESP marker), behind the same NAT address.
     let fct2 = format!("UID={UID}1 IP=172.16.200.243 EMSSN={SERIAL}");
@@ -266,6 +268,11 @@ fn seed_examples_end_to_end() {
         Duration::from_secs(5),
     );
     assert!(t0.elapsed() < Duration::from_secs(4), "{g}");
+    // ... and deletes that tunnel: the responder sends the DELETE and frees its address.
+    let g = wait_for(&log, "deleting IKE SA", Duration::from_secs(5));
+    assert!(g.contains("lost its ZTNA tag"), "{g}");
+    let list = diag(&["vpn", "ike", "gateway", "list"]);
+    assert!(!list.contains("10.212.134.200"), "the tunnel of .242 is still listed: {list}");
 
     // Example 2: the posture server stops; the gateway falls back to tokens.
     drop(ems);

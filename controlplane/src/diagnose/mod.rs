@@ -53,6 +53,9 @@ pub enum PostureList<'a> {
     EcShmList,
 }
 
+/// The FortiClient UID a posture check recorded for an IKE SA.
+pub type ClientUid = Arc<dyn Fn(u64) -> Option<String> + Send + Sync>;
+
 /// Renders a posture listing (set by the driver of a tunnel that checks posture).
 pub type PostureRenderer = Arc<dyn Fn(PostureList<'_>) -> String + Send + Sync>;
 
@@ -231,6 +234,8 @@ pub struct IkeEntry {
     pub two_factor: bool,
     /// The peer's IDi.
     pub peer_id: String,
+    /// FortiClient's endpoint UID (posture-checked tunnels), filled in when a listing is made.
+    pub client_uid: Option<String>,
     /// Address assigned through CP.
     pub assigned: Option<Ipv4Addr>,
     /// NAT detected on our side / the peer's side (from the IKE_SA_INIT debug lines).
@@ -353,6 +358,7 @@ struct State {
     pushed: HashMap<u32, SaStats>,
     firewall: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     posture: Option<PostureRenderer>,
+    client_uid: Option<ClientUid>,
     approvals: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ike_created: u64,
     ike_established: u64,
@@ -497,6 +503,11 @@ impl Diag {
     pub fn approve_token(&self, user: &str) -> bool {
         let tx = self.lock().approvals.clone();
         tx.is_some_and(|t| t.send(user.to_string()).is_ok())
+    }
+
+    /// Where listings find the FortiClient UID of a posture-checked IKE SA.
+    pub fn set_client_uid(&self, f: ClientUid) {
+        self.lock().client_uid = Some(f);
     }
 
     /// Sets the renderer of the posture listings (`firewall dynamic list`, `endpoint ec-shm list`).
@@ -705,10 +716,16 @@ impl Diag {
     /// The registry and the counters of every known CHILD_SA.
     pub fn snapshot(&self) -> Snapshot {
         let s = self.lock();
-        let sas: Vec<IkeEntry> = s.sas.values().cloned().collect();
+        let mut sas: Vec<IkeEntry> = s.sas.values().cloned().collect();
         let counters = s.counters.clone();
+        let uid = s.client_uid.clone();
         let mut traffic = s.pushed.clone();
         drop(s);
+        if let Some(uid) = uid {
+            for e in &mut sas {
+                e.client_uid = uid(e.spi);
+            }
+        }
         // The data plane's counters are read outside the registry lock.
         if let Some(c) = counters {
             for ch in sas.iter().flat_map(|e| e.children.iter()) {
@@ -761,6 +778,7 @@ fn entry<'a>(s: &'a mut State, src: &EventSource<'_>, spi: u64, now: Instant) ->
         user: None,
         two_factor: false,
         peer_id: String::new(),
+        client_uid: None,
         assigned: None,
         nat: (false, false),
         children: Vec::new(),

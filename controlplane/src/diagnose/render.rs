@@ -73,6 +73,9 @@ fn gateway(out: &mut String, snap: &Snapshot, e: &IkeEntry) {
         let _ = writeln!(out, "peer-id: {}", e.peer_id);
     }
     let _ = writeln!(out, "peer-id-auth: no");
+    if let Some(uid) = &e.client_uid {
+        let _ = writeln!(out, "FortiClient UID: {uid}");
+    }
     if let Some(a) = e.assigned {
         let _ = writeln!(out, "assigned IPv4 address: {a}/{}", netmask(t.netmask));
     }

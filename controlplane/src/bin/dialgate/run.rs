@@ -95,12 +95,14 @@ fn p1_interface(cfg: &config::Config, name: &str) -> String {
 }
 
 /// Lets `diagnose firewall dynamic list` and `endpoint ec-shm list` read the posture cache.
-fn posture_diag(diag: &Diag, cache: &posture::PostureCache, interface: &str) {
-    let (cache, interface) = (cache.clone(), interface.to_string());
+fn posture_diag(diag: &Diag, check: &posture::PostureCheck, interface: &str) {
+    let (cache, interface) = (check.cache.clone(), interface.to_string());
     diag.set_posture(Arc::new(move |what| match what {
         diagnose::PostureList::DynamicList(tag) => posture::render_dynamic_list(&cache, tag),
         diagnose::PostureList::EcShmList => posture::render_ec_shm_list(&cache, &interface),
     }));
+    let sessions = check.sessions.clone();
+    diag.set_client_uid(Arc::new(move |spi| sessions.get(spi).map(|s| s.uid)));
 }
 
 /// The `diagnose` handle for `cfg`: its tunnels, its token users, its firewall listing.
@@ -212,7 +214,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
             deletes = Some(p.lost);
             tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
             if let Some(d) = log.diag() {
-                posture_diag(d, &p.check.cache, &p1_interface(&cfg, &gw.name));
+                posture_diag(d, &p.check, &p1_interface(&cfg, &gw.name));
             }
             responder.set_client_check(Box::new(p.check));
         }
@@ -287,7 +289,7 @@ fn dpdk_main(
         let _guard = rt.enter();
         tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
         if let Some(d) = log.diag() {
-            posture_diag(d, &p.check.cache, &p1_interface(cfg, &gw.name));
+            posture_diag(d, &p.check, &p1_interface(cfg, &gw.name));
         }
         responder.set_client_check(Box::new(p.check));
     }
