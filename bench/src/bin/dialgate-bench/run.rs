@@ -1,0 +1,358 @@
+//! The `all`, `dataplane`, `ike` and `pcap` commands.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use dialgate_bench::dp::{self, Case, LatencyResult, Mode, Rig, ThroughputResult};
+use dialgate_bench::plot::{line_chart, Series};
+use dialgate_bench::report::{self, DataplaneReport, Machine, Report, Scaling};
+use dialgate_bench::{ike, pcap, Options, SizeMix};
+use dialgate_dataplane::esp::{Algorithm, Backend};
+
+struct Args {
+    out: PathBuf,
+    quick: bool,
+    workers: Vec<usize>,
+    tunnels: Vec<usize>,
+    ike_tunnels: Vec<u64>,
+    packets: usize,
+    sizes: Vec<SizeMix>,
+    pcap_tunnels: usize,
+}
+
+fn list<T: std::str::FromStr>(v: &str, what: &str) -> Result<Vec<T>> {
+    v.split(',').map(|x| x.trim().parse::<T>().ok().with_context(|| format!("{what}: bad value {x}"))).collect()
+}
+
+fn parse(argv: Vec<String>) -> Result<Args> {
+    let mut a = Args {
+        out: PathBuf::from("bench/results"),
+        quick: false,
+        workers: vec![1, 2],
+        tunnels: vec![1, 100, 1000, 10_000, 100_000],
+        ike_tunnels: vec![1000, 10_000, 100_000],
+        packets: 200_000,
+        sizes: vec![
+            SizeMix::fixed(64),
+            SizeMix::fixed(128),
+            SizeMix::fixed(512),
+            SizeMix::fixed(1420),
+            SizeMix::imix(),
+        ],
+        pcap_tunnels: 4,
+    };
+    let mut it = argv.into_iter();
+    while let Some(k) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--out" => a.out = PathBuf::from(val()?),
+            "--quick" => a.quick = true,
+            "--workers" => a.workers = list(&val()?, "--workers")?,
+            "--tunnels" => {
+                let v = val()?;
+                a.tunnels = list(&v, "--tunnels")?;
+                a.ike_tunnels = list(&v, "--tunnels")?;
+                a.pcap_tunnels = a.tunnels.first().copied().unwrap_or(4);
+            }
+            "--packets" => a.packets = val()?.parse().context("--packets")?,
+            "--sizes" => {
+                a.sizes = val()?
+                    .split(',')
+                    .map(|s| match s {
+                        "imix" => Ok(SizeMix::imix()),
+                        n => n
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|n| (28..=1500).contains(n))
+                            .map(SizeMix::fixed)
+                            .with_context(|| format!("size {n}: 28..=1500 or imix")),
+                    })
+                    .collect::<Result<_>>()?
+            }
+            _ => bail!("unknown argument {k}"),
+        }
+    }
+    if a.quick {
+        a.packets = a.packets.min(50_000);
+        a.tunnels.retain(|&t| t <= 10_000);
+        a.ike_tunnels.retain(|&t| t <= 10_000);
+    }
+    Ok(a)
+}
+
+/// Entry point of the subcommands.
+pub(crate) fn main(sub: &str, argv: Vec<String>) -> Result<()> {
+    let command = format!("dialgate-bench {sub} {}", argv.join(" ")).trim().to_string();
+    let a = parse(argv)?;
+    let o = Options { algorithm: Algorithm::Aes128Gcm, backend: Backend::AwsLc, packets: a.packets };
+    if sub == "pcap" {
+        std::fs::create_dir_all(&a.out)?;
+        let sizes: Vec<usize> = a.sizes.iter().flat_map(|m| m.cycle()).collect();
+        let files = pcap::write(&a.out, &o, a.pcap_tunnels, &sizes, 1000)?;
+        for f in files {
+            eprintln!("wrote {}", f.display());
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("create {}", a.out.display()))?;
+    let t0 = Instant::now();
+    let dataplane = (sub == "all" || sub == "dataplane").then(|| dataplane(&a, &o));
+    let ike = (sub == "all" || sub == "ike").then(|| {
+        eprintln!("== ike: setups to {:?} IKE SAs", a.ike_tunnels);
+        ike::run(&a.ike_tunnels, true)
+    });
+    let report = Report {
+        machine: Machine::detect(),
+        command,
+        parameters: serde_json::json!({
+            "algorithm": "aes128gcm",
+            "backend": "aws-lc-rs",
+            "io": "in-memory ports (port::mem), one thread per worker",
+            "packets_per_case_per_worker": a.packets,
+            "workers": a.workers,
+            "tunnels": a.tunnels,
+            "ike_tunnels": a.ike_tunnels,
+            "sizes": a.sizes.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "elapsed_s": t0.elapsed().as_secs_f64(),
+        }),
+        dataplane,
+        ike,
+    };
+    write_outputs(&a.out, &report)?;
+    eprintln!("done in {:.0} s; results in {}", t0.elapsed().as_secs_f64(), a.out.display());
+    Ok(())
+}
+
+fn show(r: &ThroughputResult) {
+    eprintln!(
+        "{:>5} {:>5} w{} t{:<6}: {:6.2} Mpps {:6.2} Gbit/s  x{:.2} raw AEAD ({:.2} Gbit/s)  x{:.3} io-fwd ({:.1} Mpps)  drops {}",
+        r.mode.name(),
+        r.size,
+        r.workers,
+        r.tunnels,
+        r.mpps,
+        r.gbps,
+        r.ratio_to_raw_aead,
+        r.raw_aead_gbps,
+        r.ratio_to_io_forward,
+        r.io_forward_mpps,
+        r.drops
+    );
+}
+
+fn dataplane(a: &Args, o: &Options) -> DataplaneReport {
+    let mut rep = DataplaneReport::default();
+    eprintln!("== limits: raw AEAD and io-forward per size");
+    let limits: Vec<(f64, f64)> = a
+        .sizes
+        .iter()
+        .map(|m| {
+            let l = dp::limits(o, m);
+            eprintln!("  {:>5}: raw AEAD {:6.2} Gbit/s, io-forward {:6.2} Mpps", m.name, l.0, l.1);
+            l
+        })
+        .collect();
+    let base_tunnels = if a.tunnels.contains(&1000) { 1000 } else { a.tunnels.first().copied().unwrap_or(1) };
+    eprintln!("== sizes: 1 worker, {base_tunnels} tunnels");
+    let mut rig1 = Rig::new(o, 1, base_tunnels);
+    let mut max: Vec<(Mode, String, f64)> = Vec::new();
+    for mode in [Mode::Seal, Mode::Open, Mode::Mixed] {
+        for (m, l) in a.sizes.iter().zip(&limits) {
+            let r = dp::throughput(&mut rig1, &Case { mode, mix: m.clone(), packets: a.packets }, *l);
+            show(&r);
+            max.push((mode, m.name.clone(), r.mpps));
+            rep.throughput.push(r);
+        }
+    }
+    eprintln!("== latency: 1 worker, paced at 10/50/90 % of the measured maximum");
+    for mode in [Mode::Seal, Mode::Open] {
+        for m in &a.sizes {
+            if !["64", "1420", "imix"].contains(&m.name.as_str()) {
+                continue;
+            }
+            let Some(&(_, _, mx)) = max.iter().find(|x| x.0 == mode && x.1 == m.name) else { continue };
+            for load in [0.1, 0.5, 0.9] {
+                let n = ((load * mx * 1e6 * 0.25) as usize).clamp(20_000, if a.quick { 50_000 } else { 150_000 });
+                let r = dp::latency(&mut rig1, mode, m, mx, load, n);
+                eprintln!(
+                    "  {:>4} {:>5} {:3.0} %: offered {:5.2} reached {:5.2} Mpps  p50 {:6.1} p99 {:6.1} p99.9 {:7.1} µs  drops {}",
+                    mode.name(),
+                    m.name,
+                    load * 100.0,
+                    r.offered_mpps,
+                    r.achieved_mpps,
+                    r.latency.p50_us,
+                    r.latency.p99_us,
+                    r.latency.p999_us,
+                    r.drops
+                );
+                rep.latency.push(r);
+            }
+        }
+    }
+    let nmax = a.workers.iter().copied().max().unwrap_or(1);
+    if nmax > 1 {
+        eprintln!("== workers: 1 vs {nmax}, back to back, {base_tunnels} tunnels");
+        let mut rign = Rig::new(o, nmax, base_tunnels);
+        for mode in [Mode::Seal, Mode::Open] {
+            for (m, l) in a.sizes.iter().zip(&limits) {
+                if !["64", "1420", "imix"].contains(&m.name.as_str()) {
+                    continue;
+                }
+                let c = Case { mode, mix: m.clone(), packets: a.packets };
+                let one = dp::throughput(&mut rig1, &c, *l);
+                let n = dp::throughput(&mut rign, &c, *l);
+                show(&one);
+                show(&n);
+                let s = Scaling {
+                    mode: mode.name().into(),
+                    size: m.name.clone(),
+                    workers: nmax,
+                    one_mpps: one.mpps,
+                    n_mpps: n.mpps,
+                    linearity: n.mpps / (nmax as f64 * one.mpps),
+                };
+                eprintln!("  linearity {} {}: x{:.2}", s.mode, s.size, s.linearity);
+                rep.scaling.push(s);
+                rep.throughput.push(one);
+                rep.throughput.push(n);
+            }
+        }
+    }
+    drop(rig1);
+    eprintln!("== tunnels: 1 worker, 64 B and 1420 B");
+    for &t in &a.tunnels {
+        if t == base_tunnels {
+            continue;
+        }
+        let t0 = Instant::now();
+        let mut rig = Rig::new(o, 1, t);
+        eprintln!(
+            "  {t} tunnels installed in {:.1} s, {:.0} B RSS per tunnel",
+            t0.elapsed().as_secs_f64(),
+            rig.install_bytes_per_tunnel
+        );
+        for mode in [Mode::Seal, Mode::Open] {
+            for (m, l) in a.sizes.iter().zip(&limits) {
+                if !["64", "1420"].contains(&m.name.as_str()) {
+                    continue;
+                }
+                let r = dp::throughput(&mut rig, &Case { mode, mix: m.clone(), packets: a.packets }, *l);
+                show(&r);
+                rep.throughput.push(r);
+            }
+        }
+    }
+    rep
+}
+
+fn size_x(name: &str) -> f64 {
+    name.parse().unwrap_or_else(|_| SizeMix::imix().mean())
+}
+
+fn write_outputs(out: &Path, r: &Report) -> Result<()> {
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(r)?)?;
+    let mut md = format!(
+        "Command: `{}`\n\nMachine: {} ({} cores), kernel {}, {}, commit {}\n\n",
+        r.command, r.machine.cpu, r.machine.cores, r.machine.kernel, r.machine.rustc, r.machine.commit
+    );
+    if let Some(d) = &r.dataplane {
+        md += "### Data plane throughput (AES-128-GCM, aws-lc-rs)\n\n";
+        md += &report::throughput_table(&d.throughput);
+        md += "\n### Latency (enqueue → worker tx, 1 worker)\n\n";
+        md += &report::latency_table(&d.latency);
+        if !d.scaling.is_empty() {
+            md += "\n### Worker scaling (measured back to back)\n\n| mode | size | 1 worker Mpps | N workers Mpps | N | linearity |\n|---|---|---:|---:|---:|---:|\n";
+            for s in &d.scaling {
+                md += &format!(
+                    "| {} | {} | {:.2} | {:.2} | {} | {:.2} |\n",
+                    s.mode, s.size, s.one_mpps, s.n_mpps, s.workers, s.linearity
+                );
+            }
+        }
+        plots(out, d)?;
+    }
+    if let Some(i) = &r.ike {
+        md += "\n### IKE + EAP setups (one core, in process)\n\n";
+        md += &report::ike_table(i);
+        line_chart(
+            &out.join("setups_vs_tunnels.svg"),
+            "IKE+EAP setups/s vs IKE SAs held (one core)",
+            "log10(IKE SAs held)",
+            "setups/s",
+            &[Series {
+                name: "dialgate".into(),
+                points: i.points.iter().map(|p| ((p.tunnels as f64).log10(), p.setups_per_sec)).collect(),
+            }],
+        )?;
+    }
+    std::fs::write(out.join("results.md"), &md)?;
+    println!("{md}");
+    Ok(())
+}
+
+fn plots(out: &Path, d: &DataplaneReport) -> Result<()> {
+    let base: Vec<&ThroughputResult> = {
+        let t = d.throughput.first().map_or(0, |r| r.tunnels);
+        let mut seen = std::collections::HashSet::new();
+        d.throughput
+            .iter()
+            .filter(|r| r.workers == 1 && r.tunnels == t && seen.insert((r.mode.name(), r.size.clone())))
+            .collect()
+    };
+    let by_mode = |f: &dyn Fn(&ThroughputResult) -> f64| -> Vec<Series> {
+        [Mode::Seal, Mode::Open, Mode::Mixed]
+            .iter()
+            .map(|m| {
+                let mut pts: Vec<(f64, f64)> =
+                    base.iter().filter(|r| r.mode == *m).map(|r| (size_x(&r.size), f(r))).collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series { name: m.name().into(), points: pts }
+            })
+            .collect()
+    };
+    line_chart(
+        &out.join("mpps_vs_size.svg"),
+        "Mpps vs packet size (1 worker)",
+        "inner packet bytes (IMIX at its mean)",
+        "Mpps",
+        &by_mode(&|r| r.mpps),
+    )?;
+    let mut ws = Vec::new();
+    for s in &d.scaling {
+        ws.push(Series {
+            name: format!("{} {}", s.mode, s.size),
+            points: vec![(1.0, gbps_of(d, s, 1)), (s.workers as f64, gbps_of(d, s, s.workers))],
+        });
+    }
+    if !ws.is_empty() {
+        line_chart(&out.join("gbps_vs_workers.svg"), "Gbit/s vs workers", "workers", "Gbit/s", &ws)?;
+    }
+    let mut ls = Vec::new();
+    let mut keys: Vec<(Mode, String)> = Vec::new();
+    for l in &d.latency {
+        if !keys.contains(&(l.mode, l.size.clone())) {
+            keys.push((l.mode, l.size.clone()));
+        }
+    }
+    for (m, s) in keys {
+        let pts = |f: &dyn Fn(&LatencyResult) -> f64| -> Vec<(f64, f64)> {
+            d.latency.iter().filter(|l| l.mode == m && l.size == s).map(|l| (l.load * 100.0, f(l))).collect()
+        };
+        ls.push(Series { name: format!("{} {} p50", m.name(), s), points: pts(&|l| l.latency.p50_us) });
+        ls.push(Series { name: format!("{} {} p99", m.name(), s), points: pts(&|l| l.latency.p99_us) });
+    }
+    if !ls.is_empty() {
+        line_chart(&out.join("latency_vs_load.svg"), "Latency vs load (1 worker)", "load, % of max", "µs", &ls)?;
+    }
+    Ok(())
+}
+
+fn gbps_of(d: &DataplaneReport, s: &Scaling, workers: usize) -> f64 {
+    d.throughput
+        .iter()
+        .rev()
+        .find(|r| r.workers == workers && r.mode.name() == s.mode && r.size == s.size)
+        .map_or(0.0, |r| r.gbps)
+}
