@@ -4,9 +4,10 @@
 //!
 //! Throughput: every worker thread generates its frames between timed sections, injects a
 //! batch into its own rx queue and times only its `poll` calls until the batch is gone; the
-//! aggregate is the sum of the per-worker rates. Latency: one worker thread polls while a
-//! paced generator (this thread) injects pre-built frames at a fixed rate and stamps each
-//! one; a wrapper around the worker's port ([`TimedIo`]) stamps every packet the worker
+//! aggregate is the sum of the per-worker rates. Latency: a paced generator injects pre-built
+//! frames at a fixed rate into worker 0's queue between that worker's polls, on the same
+//! thread (so a shared, oversubscribed machine cannot deschedule one without the other), and
+//! stamps each one; a wrapper around the worker's port ([`TimedIo`]) stamps every packet the worker
 //! transmits. The worker keeps a single rx queue in FIFO order, so the k-th transmission is
 //! the k-th injection and latency = tx stamp − enqueue stamp.
 
@@ -442,47 +443,40 @@ pub fn latency(rig: &mut Rig, mode: Mode, mix: &SizeMix, max_mpps: f64, load: f6
     let mut worker = rig.workers.remove(0);
     let drops0 = worker.stats().total_drops();
     let net = rig.net.clone();
-    let done = AtomicBool::new(false);
+    let mut sink = net.io();
     let mut enq = vec![0u64; packets];
     let mut failed = 0u64;
+    let now_ns = || stamps.base.elapsed().as_nanos() as u64;
     stamps.arm();
-    let (worker, elapsed) = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            let mut sink = net.io();
-            let mut n = 0u32;
-            loop {
-                let fin = done.load(Ordering::Acquire);
-                black_box(worker.poll());
-                n = n.wrapping_add(1);
-                if n % 64 == 0 {
-                    drain(&mut sink, 0);
-                }
-                if fin && net.rx_pending(LAN, 0) + net.rx_pending(WAN, 0) == 0 {
-                    worker.poll();
-                    drain(&mut sink, 0);
-                    break;
-                }
-            }
-            worker
-        });
-        let t0 = stamps.base.elapsed().as_nanos() as u64;
-        for (i, (port, f)) in frames.iter().enumerate() {
-            let target = t0 + (i as f64 * interval_ns) as u64;
-            let mut now = stamps.base.elapsed().as_nanos() as u64;
-            while now < target {
-                std::hint::spin_loop();
-                now = stamps.base.elapsed().as_nanos() as u64;
-            }
+    let t0 = now_ns();
+    let mut i = 0;
+    let mut polls = 0u32;
+    // Generator and worker share this thread: inject what is due (at most one burst), stamp it
+    // with the inject time, poll once.
+    while i < packets {
+        let now = now_ns();
+        let due = ((((now - t0) as f64) / interval_ns) as usize + 1).min(packets).min(i + 32);
+        while i < due {
+            let (port, f) = &frames[i];
             enq[i] = now;
             if !net.inject(*port, 0, f) {
                 failed += 1;
                 enq[i] = u64::MAX;
             }
+            i += 1;
         }
-        let elapsed = stamps.base.elapsed().as_nanos() as u64 - t0;
-        done.store(true, Ordering::Release);
-        (h.join().expect("worker thread"), elapsed)
-    });
+        black_box(worker.poll());
+        polls = polls.wrapping_add(1);
+        if polls % 64 == 0 {
+            drain(&mut sink, 0);
+        }
+    }
+    let elapsed = now_ns() - t0;
+    while net.rx_pending(LAN, 0) + net.rx_pending(WAN, 0) > 0 {
+        worker.poll();
+    }
+    worker.poll();
+    drain(&mut sink, 0);
     stamps.disarm();
     let drops = worker.stats().total_drops() - drops0 + failed;
     rig.workers.insert(0, worker);

@@ -70,6 +70,27 @@ pub struct DataplaneReport {
     pub latency: Vec<LatencyResult>,
     /// 2-worker aggregate / (2 × 1-worker), per (mode, size) measured back to back.
     pub scaling: Vec<Scaling>,
+    /// N-tunnel / 1-tunnel throughput, per (mode, size) measured back to back.
+    pub tunnels: Vec<TunnelScaling>,
+}
+
+/// Throughput with many tunnels against one tunnel.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelScaling {
+    /// Mode name.
+    pub mode: String,
+    /// Size name.
+    pub size: String,
+    /// Tunnels of the larger rig.
+    pub tunnels: usize,
+    /// 1-tunnel Mpps.
+    pub one_tunnel_mpps: f64,
+    /// N-tunnel Mpps.
+    pub mpps: f64,
+    /// `mpps / one_tunnel_mpps`.
+    pub ratio: f64,
+    /// RSS added per tunnel when installing.
+    pub install_bytes_per_tunnel: f64,
 }
 
 /// Linearity from 1 to N workers.
