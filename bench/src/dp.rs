@@ -89,8 +89,8 @@ pub struct ThroughputResult {
     pub io_forward_mpps: f64,
     /// `mpps / (workers × io_forward_mpps)`.
     pub ratio_to_io_forward: f64,
-    /// Resident memory added by installing the tunnels, bytes per tunnel (both SAs, the
-    /// harness's client-side SA included).
+    /// Resident memory added by installing the tunnels in the data plane (inbound entry,
+    /// outbound SA, both transforms), bytes per tunnel.
     pub install_bytes_per_tunnel: f64,
 }
 
@@ -246,27 +246,44 @@ impl Rig {
             ws.push(Worker::new(link, WorkerConfig::new(ifs, q as u16), io).expect("ports exist"));
             stamps.push(s);
         }
-        for w in 0..workers {
+        for (w, worker) in ws.iter_mut().enumerate() {
             for c in [
                 Command::RouteAdd {
                     prefix: Ipv4Addr::UNSPECIFIED,
                     len: 0,
                     hop: NextHop::Gateway { port: WAN, via: ROUTER },
                 },
-                Command::RouteAdd { prefix: Ipv4Addr::new(10, 0, 0, 0), len: 24, hop: NextHop::Connected { port: LAN } },
+                Command::RouteAdd {
+                    prefix: Ipv4Addr::new(10, 0, 0, 0),
+                    len: 24,
+                    hop: NextHop::Connected { port: LAN },
+                },
                 Command::NeighbourAdd { port: WAN, ip: ROUTER, mac: ROUTER_MAC },
                 Command::NeighbourAdd { port: LAN, ip: HOST, mac: HOST_MAC },
             ] {
                 let _ = control.command(w, c);
             }
-            ws[w].poll();
+            worker.poll();
         }
-        let rss0 = rss_bytes();
+        // The harness's client-side SAs first, so the RSS delta below is the data plane's.
         let mut tuns: Vec<Vec<Tun>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut spis = Vec::with_capacity(tunnels);
         for i in 0..tunnels {
             let w = i % workers;
             let vip = Ipv4Addr::from(u32::from(POOL_BASE) + i as u32);
             let spi = control.spis.allocate(w as u8).expect("a free SPI");
+            let ct = Tunnel { local: CLIENT.into(), remote: GW_WAN.into(), encap: encap(61000, 4500) };
+            let seed = (i % 251) as u8;
+            tuns[w].push(Tun {
+                vip,
+                client_out: OutboundSa::new(spi, transform(o, seed), ct, false, Lifetime::default()),
+            });
+            spis.push(spi);
+        }
+        let rss0 = rss_bytes();
+        for (i, &spi) in spis.iter().enumerate() {
+            let w = i % workers;
+            let vip = Ipv4Addr::from(u32::from(POOL_BASE) + i as u32);
             let seed = (i % 251) as u8;
             let sa_in = InboundSa::new(spi, transform(o, seed), false, 1024, Lifetime::default());
             let mut cmd = Command::InstallInbound(Box::new(InboundEntry::new(sa_in, IpAddr::V4(vip), None)));
@@ -285,8 +302,6 @@ impl Rig {
                 .outbound
                 .install_vip(vip, OutboundSa::new(out_spi, transform(o, seed ^ 0x80), t, false, Lifetime::default()))
                 .expect("VIP in the pool");
-            let ct = Tunnel { local: CLIENT.into(), remote: GW_WAN.into(), encap: encap(61000, 4500) };
-            tuns[w].push(Tun { vip, client_out: OutboundSa::new(spi, transform(o, seed), ct, false, Lifetime::default()) });
         }
         for w in ws.iter_mut() {
             for _ in 0..4 {
@@ -307,7 +322,7 @@ impl Rig {
         let seal = match mode {
             Mode::Seal => true,
             Mode::Open => false,
-            Mode::Mixed => j % 2 == 0,
+            Mode::Mixed => j & 1 == 0,
         };
         if seal {
             (LAN, frames::ethernet(self.lan_mac, HOST_MAC, 0x0800, &inner(HOST, t.vip, size)))
@@ -405,11 +420,8 @@ pub fn throughput(rig: &mut Rig, case: &Case, limits: (f64, f64)) -> ThroughputR
         rig.workers.push(worker);
     }
     let drops = rig.workers.iter().map(|w| w.stats().total_drops()).sum::<u64>() - drops0;
-    let done: u64 = rig
-        .workers
-        .iter()
-        .map(|w| w.stats().get(Counter::Encrypted) + w.stats().get(Counter::Decrypted))
-        .sum();
+    let done: u64 =
+        rig.workers.iter().map(|w| w.stats().get(Counter::Encrypted) + w.stats().get(Counter::Decrypted)).sum();
     debug_assert!(done >= packets);
     let (raw, fwd) = limits;
     ThroughputResult {
@@ -467,7 +479,7 @@ pub fn latency(rig: &mut Rig, mode: Mode, mix: &SizeMix, max_mpps: f64, load: f6
         }
         black_box(worker.poll());
         polls = polls.wrapping_add(1);
-        if polls % 64 == 0 {
+        if polls & 63 == 0 {
             drain(&mut sink, 0);
         }
     }

@@ -129,7 +129,14 @@ pub fn gateway() -> Gateway {
         server_name: "dialgate".into(),
     };
     let pool = CountingPool { next: 0, free: Vec::new() };
-    Responder::new(Arc::new(cfg), XorShift(0x5eed_0001), FixedVerifier::new(SECRET), pool, Instant::now(), 1_700_000_000)
+    Responder::new(
+        Arc::new(cfg),
+        XorShift(0x5eed_0001),
+        FixedVerifier::new(SECRET),
+        pool,
+        Instant::now(),
+        1_700_000_000,
+    )
 }
 
 fn client_cfg(user: &str) -> InitiatorConfig {

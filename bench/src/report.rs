@@ -45,9 +45,7 @@ impl Machine {
             rustc: cmd("rustc", &["--version"]),
             commit: cmd("git", &["rev-parse", "--short", "HEAD"]),
             version: env!("CARGO_PKG_VERSION"),
-            unix_time: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         }
     }
 }
@@ -236,7 +234,7 @@ mod tests {
             latency: Percentiles { count: 10, p50_us: 1.25, p99_us: 7.0, p999_us: 12.34, max_us: 20.0 },
             drops: 0,
         };
-        let t = latency_table(&[r.clone()]);
+        let t = latency_table(std::slice::from_ref(&r));
         assert_eq!(t.lines().nth(2).unwrap(), "| open | 1420 | 50 % | 1.00 | 1.00 | 1.2 | 7.0 | 12.3 | 0 |");
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["latency"]["p99_us"], 7.0);

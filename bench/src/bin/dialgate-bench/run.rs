@@ -31,10 +31,8 @@ fn parse(argv: Vec<String>) -> Result<Args> {
         quick: false,
         workers: vec![1, 2],
         tunnels: vec![1, 100, 1000, 10_000, 100_000],
-        // 100 000 takes minutes (the responder's half-open count scans every SA per
-        // IKE_SA_INIT); ask for it with --ike-tunnels.
-        ike_tunnels: vec![1000, 10_000],
-        packets: 200_000,
+        ike_tunnels: vec![1000, 10_000, 100_000],
+        packets: 300_000,
         sizes: vec![
             SizeMix::fixed(64),
             SizeMix::fixed(128),
@@ -196,7 +194,7 @@ fn dataplane(a: &Args, o: &Options) -> DataplaneReport {
     }
     let nmax = a.workers.iter().copied().max().unwrap_or(1);
     if nmax > 1 {
-        eprintln!("== workers: 1 vs {nmax}, back to back, {base_tunnels} tunnels");
+        eprintln!("== workers: 1 vs {nmax}, back to back, best of 3, {base_tunnels} tunnels");
         let mut rign = Rig::new(o, nmax, base_tunnels);
         for mode in [Mode::Seal, Mode::Open] {
             for (m, l) in a.sizes.iter().zip(&limits) {
@@ -204,8 +202,7 @@ fn dataplane(a: &Args, o: &Options) -> DataplaneReport {
                     continue;
                 }
                 let c = Case { mode, mix: m.clone(), packets: a.packets };
-                let one = dp::throughput(&mut rig1, &c, *l);
-                let n = dp::throughput(&mut rign, &c, *l);
+                let (one, n) = best_of(3, || (dp::throughput(&mut rig1, &c, *l), dp::throughput(&mut rign, &c, *l)));
                 show(&one);
                 show(&n);
                 let s = Scaling {
@@ -224,7 +221,7 @@ fn dataplane(a: &Args, o: &Options) -> DataplaneReport {
         }
     }
     drop(rig1);
-    eprintln!("== tunnels: 1 worker, 64 B and 1420 B, each case back to back with 1 tunnel");
+    eprintln!("== tunnels: 1 worker, 64 B and 1420 B, back to back with 1 tunnel, best of 3");
     let mut rig_one = Rig::new(o, 1, 1);
     for &t in &a.tunnels {
         if t == 1 {
@@ -233,7 +230,7 @@ fn dataplane(a: &Args, o: &Options) -> DataplaneReport {
         let t0 = Instant::now();
         let mut rig = Rig::new(o, 1, t);
         eprintln!(
-            "  {t} tunnels installed in {:.1} s, {:.0} B RSS per tunnel (data plane + harness client SA)",
+            "  {t} tunnels installed in {:.1} s, {:.0} B RSS per tunnel in the data plane",
             t0.elapsed().as_secs_f64(),
             rig.install_bytes_per_tunnel
         );
@@ -243,8 +240,7 @@ fn dataplane(a: &Args, o: &Options) -> DataplaneReport {
                     continue;
                 }
                 let c = Case { mode, mix: m.clone(), packets: a.packets };
-                let one = dp::throughput(&mut rig_one, &c, *l);
-                let r = dp::throughput(&mut rig, &c, *l);
+                let (one, r) = best_of(3, || (dp::throughput(&mut rig_one, &c, *l), dp::throughput(&mut rig, &c, *l)));
                 show(&one);
                 show(&r);
                 eprintln!("  {t} tunnels / 1 tunnel, {} {}: x{:.2}", mode.name(), m.name, r.mpps / one.mpps);
@@ -263,6 +259,25 @@ fn dataplane(a: &Args, o: &Options) -> DataplaneReport {
         }
     }
     rep
+}
+
+/// Runs the (baseline, candidate) pair `n` times back to back and keeps the fastest of each:
+/// on a shared machine the slow runs are other processes, not the code.
+fn best_of(
+    n: usize,
+    mut f: impl FnMut() -> (ThroughputResult, ThroughputResult),
+) -> (ThroughputResult, ThroughputResult) {
+    let (mut a, mut b) = f();
+    for _ in 1..n {
+        let (x, y) = f();
+        if x.mpps > a.mpps {
+            a = x;
+        }
+        if y.mpps > b.mpps {
+            b = y;
+        }
+    }
+    (a, b)
 }
 
 fn size_x(name: &str) -> f64 {
