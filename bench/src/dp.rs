@@ -103,7 +103,8 @@ pub struct LatencyResult {
     pub size: String,
     /// Tunnels installed.
     pub tunnels: usize,
-    /// Offered load as a fraction of the measured 1-worker maximum.
+    /// Offered load as a fraction of the measured maximum of this rig (1 worker with the
+    /// generator on its thread).
     pub load: f64,
     /// Offered rate, Mpps.
     pub offered_mpps: f64,
