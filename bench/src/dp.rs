@@ -25,7 +25,7 @@ use dialgate_dataplane::route::NextHop;
 use dialgate_dataplane::sa::table::InboundEntry;
 use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, Tunnel};
 use dialgate_dataplane::worker::{frames, Counter, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::hist::{new_histogram, ratio, rss_bytes, Percentiles};
 use crate::{encap, inner, transform, Options, SizeMix, CLIENT, GW_WAN, HOST, LAN, ROUTER, SINK, WAN};
@@ -38,7 +38,7 @@ const ROUTER_MAC: [u8; 6] = [2, 0xee, 0, 0, 0, 0xfe];
 const HOST_MAC: [u8; 6] = [2, 0xaa, 0, 0, 0, 5];
 
 /// What the generator sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// LAN cleartext → ESP towards the clients.
@@ -61,7 +61,7 @@ impl Mode {
 }
 
 /// One throughput case.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThroughputResult {
     /// Seal, open or mixed.
     pub mode: Mode,
@@ -95,7 +95,7 @@ pub struct ThroughputResult {
 }
 
 /// One latency point.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyResult {
     /// Seal or open.
     pub mode: Mode,
@@ -523,4 +523,29 @@ pub fn latency(rig: &mut Rig, mode: Mode, mix: &SizeMix, max_mpps: f64, load: f6
 /// Names an algorithm for the report.
 pub fn algorithm_name(a: Algorithm) -> &'static str {
     a.name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dialgate_dataplane::esp::Backend;
+
+    #[test]
+    fn throughput_and_latency_on_a_small_rig() {
+        let o = Options { algorithm: Algorithm::Aes128Gcm, backend: Backend::AwsLc, packets: 1024 };
+        let mut rig = Rig::new(&o, 2, 10);
+        let case = Case { mode: Mode::Mixed, mix: SizeMix::fixed(64), packets: 1024 };
+        let r = throughput(&mut rig, &case, (1.0, 1.0));
+        assert_eq!((r.workers, r.tunnels, r.drops), (2, 10, 0));
+        // 2 timed batches of 512 per worker after one warm-up batch.
+        assert_eq!(r.packets, 2 * 1024);
+        assert_eq!(r.mpps_per_worker.len(), 2);
+        assert!((r.mpps - r.mpps_per_worker.iter().sum::<f64>()).abs() < 1e-9);
+        assert!((r.ratio_to_io_forward - r.mpps / 2.0).abs() < 1e-9);
+        let l = latency(&mut rig, Mode::Open, &SizeMix::fixed(128), 1.0, 0.5, 2000);
+        assert_eq!(l.latency.count, 2000, "every packet matched to its transmission");
+        assert_eq!(l.drops, 0);
+        assert!(l.latency.p50_us > 0.0 && l.latency.p50_us <= l.latency.p99_us, "{:?}", l.latency);
+        assert!((l.offered_mpps - 0.5).abs() < 1e-9);
+    }
 }

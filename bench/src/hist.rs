@@ -2,7 +2,7 @@
 //! helpers shared by the reports: ratios and the resident set size from `/proc/self/statm`.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A histogram of nanosecond values from 1 ns to 60 s with 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
@@ -10,7 +10,7 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 /// Percentiles of a latency histogram, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples recorded.
     pub count: u64,

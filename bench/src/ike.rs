@@ -16,7 +16,7 @@ use dialgate_ike::initiator::{EapPeer, Initiator, InitiatorConfig, MsChapAnswer,
 use dialgate_ike::message::{IdType, Identification};
 use dialgate_ike::proposal::{EspOffer, IkeOffer};
 use dialgate_ike::responder::{AddressPool, AuthReject, Config, MsChapOk, Path, Responder, UserVerifier};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::hist::{new_histogram, ratio, rss_bytes, Percentiles};
@@ -203,7 +203,7 @@ pub fn setup_timed(gw: &mut Gateway, i: u64, secret: &str, gw_time: &mut Duratio
 }
 
 /// One step of the setup-rate run: the figures once `tunnels` IKE SAs are established.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IkePoint {
     /// IKE SAs established so far (the gateway holds them all).
     pub tunnels: u64,
@@ -224,10 +224,10 @@ pub struct IkePoint {
 }
 
 /// The whole ike run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IkeReport {
     /// What ran.
-    pub setup: &'static str,
+    pub setup: String,
     /// One point per checkpoint.
     pub points: Vec<IkePoint>,
     /// `responder_setups_per_sec` of the first point / 10 000 (the target: setups per second
@@ -282,7 +282,7 @@ pub fn run(checkpoints: &[u64], progress: bool) -> IkeReport {
     }
     let first = points.first().map_or(0.0, |p| p.responder_setups_per_sec);
     IkeReport {
-        setup: "in-process sans-IO initiator vs responder, one thread: IKE_SA_INIT (DH 31, AES-128-GCM/PRF-SHA256) + IKE_AUTH with EAP-Identity + EAP-MSCHAPv2 (password||code, real MSCHAPv2 math, fixed-secret verifier), CP, one CHILD_SA",
+        setup: "in-process sans-IO initiator vs responder, one thread: IKE_SA_INIT (DH 31, AES-128-GCM/PRF-SHA256) + IKE_AUTH with EAP-Identity + EAP-MSCHAPv2 (password||code, real MSCHAPv2 math, fixed-secret verifier), CP, one CHILD_SA".into(),
         points,
         ratio_to_target: ratio(first, 10_000.0),
     }

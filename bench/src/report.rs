@@ -1,6 +1,6 @@
 //! The JSON report (machine, versions, parameters, results) and its Markdown tables.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dp::{LatencyResult, ThroughputResult};
 use crate::ike::IkeReport;
@@ -60,7 +60,7 @@ pub fn cpu_model(cpuinfo: &str) -> Option<String> {
 }
 
 /// Data-plane results of one run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DataplaneReport {
     /// Throughput cases.
     pub throughput: Vec<ThroughputResult>,
@@ -73,7 +73,7 @@ pub struct DataplaneReport {
 }
 
 /// Throughput with many tunnels against one tunnel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TunnelScaling {
     /// Mode name.
     pub mode: String,
@@ -92,7 +92,7 @@ pub struct TunnelScaling {
 }
 
 /// Linearity from 1 to N workers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scaling {
     /// Mode name.
     pub mode: String,

@@ -8,6 +8,7 @@
 //!   limits in the same run.
 //! - `dialgate-bench ike [--tunnels 1000,10000,100000]`: in-process IKE+EAP setup rate.
 //! - `dialgate-bench pcap --out DIR [--tunnels N] [--sizes 64,1420]`: ESP/cleartext pcaps.
+//! - `dialgate-bench plot [--from results.json] [--out DIR]`: redraws the SVGs of a saved run.
 //! - `dialgate-bench worker [...]`: the single-worker throughput harness (see `--help`).
 //!
 //! Build with `--release` (the workspace's release profile uses LTO).
@@ -27,6 +28,7 @@ fn main() -> Result<()> {
     match sub.as_str() {
         "all" | "dataplane" | "ike" | "pcap" => run::main(&sub, argv),
         "worker" => worker_cmd(argv),
+        "plot" => run::replot(argv),
         "-h" | "--help" | "help" => {
             println!("dialgate-bench all|dataplane|ike|pcap|worker [options]  (see the crate docs / bench/README.md)");
             Ok(())

@@ -329,16 +329,7 @@ fn write_outputs(out: &Path, r: &Report) -> Result<()> {
     if let Some(i) = &r.ike {
         md += "\n### IKE + EAP setups (one core, in process)\n\n";
         md += &report::ike_table(i);
-        line_chart(
-            &out.join("setups_vs_tunnels.svg"),
-            "IKE+EAP setups/s vs IKE SAs held (one core)",
-            "log10(IKE SAs held)",
-            "setups/s",
-            &[Series {
-                name: "dialgate".into(),
-                points: i.points.iter().map(|p| ((p.tunnels as f64).log10(), p.setups_per_sec)).collect(),
-            }],
-        )?;
+        ike_plot(out, i)?;
     }
     std::fs::write(out.join("results.md"), &md)?;
     println!("{md}");
@@ -402,10 +393,57 @@ fn plots(out: &Path, d: &DataplaneReport) -> Result<()> {
     Ok(())
 }
 
+/// Gbit/s of a scaling pair: the last N-worker row of the mode and size, and the 1-worker row
+/// measured right before it.
 fn gbps_of(d: &DataplaneReport, s: &Scaling, workers: usize) -> f64 {
-    d.throughput
-        .iter()
-        .rev()
-        .find(|r| r.workers == workers && r.mode.name() == s.mode && r.size == s.size)
-        .map_or(0.0, |r| r.gbps)
+    let Some(i) =
+        d.throughput.iter().rposition(|r| r.workers == s.workers && r.mode.name() == s.mode && r.size == s.size)
+    else {
+        return 0.0;
+    };
+    if workers == s.workers {
+        d.throughput[i].gbps
+    } else {
+        i.checked_sub(1).map_or(0.0, |j| d.throughput[j].gbps)
+    }
+}
+
+/// `dialgate-bench plot --from results.json --out DIR`: redraws the SVGs of a saved run.
+pub(crate) fn replot(argv: Vec<String>) -> Result<()> {
+    let (mut from, mut out) = (PathBuf::from("bench/results/results.json"), PathBuf::from("bench/results"));
+    let mut it = argv.into_iter();
+    while let Some(k) = it.next() {
+        match k.as_str() {
+            "--from" => from = PathBuf::from(it.next().context("--from needs a value")?),
+            "--out" => out = PathBuf::from(it.next().context("--out needs a value")?),
+            _ => bail!("unknown argument {k}"),
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&from)?)?;
+    if let Some(d) = v.get("dataplane").filter(|d| !d.is_null()) {
+        plots(&out, &serde_json::from_value(d.clone())?)?;
+    }
+    if let Some(i) = v.get("ike").filter(|d| !d.is_null()) {
+        ike_plot(&out, &serde_json::from_value(i.clone())?)?;
+    }
+    Ok(())
+}
+
+fn ike_plot(out: &Path, i: &dialgate_bench::ike::IkeReport) -> Result<()> {
+    line_chart(
+        &out.join("setups_vs_tunnels.svg"),
+        "IKE+EAP setups/s vs IKE SAs held (one core)",
+        "log10(IKE SAs held)",
+        "setups/s",
+        &[
+            Series {
+                name: "both sides, one core".into(),
+                points: i.points.iter().map(|p| ((p.tunnels as f64).log10(), p.setups_per_sec)).collect(),
+            },
+            Series {
+                name: "responder alone".into(),
+                points: i.points.iter().map(|p| ((p.tunnels as f64).log10(), p.responder_setups_per_sec)).collect(),
+            },
+        ],
+    )
 }
