@@ -19,6 +19,7 @@ struct Args {
     packets: usize,
     sizes: Vec<SizeMix>,
     pcap_tunnels: usize,
+    packets_set: bool,
 }
 
 fn list<T: std::str::FromStr>(v: &str, what: &str) -> Result<Vec<T>> {
@@ -41,6 +42,7 @@ fn parse(argv: Vec<String>) -> Result<Args> {
             SizeMix::imix(),
         ],
         pcap_tunnels: 4,
+        packets_set: false,
     };
     let mut it = argv.into_iter();
     while let Some(k) = it.next() {
@@ -55,7 +57,10 @@ fn parse(argv: Vec<String>) -> Result<Args> {
                 a.pcap_tunnels = a.tunnels.first().copied().unwrap_or(4);
             }
             "--ike-tunnels" => a.ike_tunnels = list(&val()?, "--ike-tunnels")?,
-            "--packets" => a.packets = val()?.parse().context("--packets")?,
+            "--packets" => {
+                a.packets = val()?.parse().context("--packets")?;
+                a.packets_set = true;
+            }
             "--sizes" => {
                 a.sizes = val()?
                     .split(',')
@@ -89,7 +94,8 @@ pub(crate) fn main(sub: &str, argv: Vec<String>) -> Result<()> {
     if sub == "pcap" {
         std::fs::create_dir_all(&a.out)?;
         let sizes: Vec<usize> = a.sizes.iter().flat_map(|m| m.cycle()).collect();
-        let files = pcap::write(&a.out, &o, a.pcap_tunnels, &sizes, 1000)?;
+        let count = if a.packets_set { a.packets } else { 1000.max(a.pcap_tunnels) };
+        let files = pcap::write(&a.out, &o, a.pcap_tunnels, &sizes, count)?;
         for f in files {
             eprintln!("wrote {}", f.display());
         }
