@@ -24,6 +24,13 @@ use dialgate_dataplane::sa::{InboundSa, Lifetime, OutboundSa, Tunnel, UdpEncap};
 use dialgate_dataplane::worker::{frames, Counter, Interface, Plane, PlaneConfig, Role, Worker, WorkerConfig};
 use serde::Serialize;
 
+pub mod dp;
+pub mod hist;
+pub mod ike;
+pub mod pcap;
+pub mod plot;
+pub mod report;
+
 const WAN: u16 = 0;
 const LAN: u16 = 1;
 const SINK: u16 = 2;
@@ -68,7 +75,7 @@ impl SizeMix {
     }
 
     /// The sizes of one cycle of the mix, interleaved.
-    fn cycle(&self) -> Vec<usize> {
+    pub fn cycle(&self) -> Vec<usize> {
         let mut out = Vec::new();
         let max = self.sizes.iter().map(|s| s.1).max().unwrap_or(0);
         for round in 0..max {
@@ -128,24 +135,24 @@ pub struct Options {
     pub packets: usize,
 }
 
-fn keys(alg: Algorithm, seed: u8) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn keys(alg: Algorithm, seed: u8) -> (Vec<u8>, Vec<u8>) {
     (
         (0..alg.enc_key_len()).map(|i| seed ^ i as u8).collect(),
         (0..alg.auth_key_len()).map(|i| seed.wrapping_add(i as u8)).collect(),
     )
 }
 
-fn transform(o: &Options, seed: u8) -> Transform {
+pub(crate) fn transform(o: &Options, seed: u8) -> Transform {
     let (e, a) = keys(o.algorithm, seed);
     Transform::new(o.algorithm, o.backend, &e, &a).expect("keys of the algorithm's lengths")
 }
 
-fn encap(l: u16, r: u16) -> Option<UdpEncap> {
+pub(crate) fn encap(l: u16, r: u16) -> Option<UdpEncap> {
     Some(UdpEncap { local_port: l, remote_port: r })
 }
 
 /// An inner IPv4/UDP packet of exactly `size` bytes (at least 28).
-fn inner(src: Ipv4Addr, dst: Ipv4Addr, size: usize) -> Vec<u8> {
+pub(crate) fn inner(src: Ipv4Addr, dst: Ipv4Addr, size: usize) -> Vec<u8> {
     frames::ipv4_udp(SocketAddrV4::new(src, 4000), SocketAddrV4::new(dst, 5000), 64, &vec![0x5a; size.max(28) - 28])
 }
 

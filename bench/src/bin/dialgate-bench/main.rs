@@ -1,20 +1,47 @@
-//! `dialgate-bench`: worker throughput over in-memory ports, seal and open, 64/512/1420 B and
-//! IMIX, with the raw-AEAD and io-forward limits measured in the same run; JSON on stdout.
+//! `dialgate-bench`: the load tool.
 //!
-//! Usage: `dialgate-bench [--alg aes128gcm] [--backend awslc|rustcrypto] [--packets N]
-//! [--sizes 64,512,1420,imix] [--dir seal,open]`. Build with `--release` (the workspace's
-//! release profile uses LTO). Targets per worker core, AES-128-GCM: ≥ 10 Mpps at 64 B and
-//! ≥ 0.85 × raw AEAD at 1420 B.
+//! - `dialgate-bench all [--out DIR] [--quick]`: `dataplane` and `ike`, JSON + SVG plots +
+//!   Markdown tables in DIR (default `bench/results`).
+//! - `dialgate-bench dataplane [--workers 1,2] [--tunnels 1,100,1000,10000,100000]
+//!   [--packets N] [--quick] [--out DIR]`: 1…N workers × 1…100 000 tunnels, 64/128/512/1420/IMIX,
+//!   seal/open/mixed, latency at 10/50/90 % of the measured maximum, raw AEAD and io-forward
+//!   limits in the same run.
+//! - `dialgate-bench ike [--tunnels 1000,10000,100000]`: in-process IKE+EAP setup rate.
+//! - `dialgate-bench pcap --out DIR [--tunnels N] [--sizes 64,1420]`: ESP/cleartext pcaps.
+//! - `dialgate-bench plot [--from results.json] [--out DIR]`: redraws the SVGs of a saved run.
+//! - `dialgate-bench worker [...]`: the single-worker throughput harness (see `--help`).
+//!
+//! Build with `--release` (the workspace's release profile uses LTO).
+
+mod run;
 
 use anyhow::{bail, Context, Result};
 use dialgate_bench::{run_case, Direction, Options, SizeMix};
 use dialgate_dataplane::esp::{Algorithm, Backend};
 
 fn main() -> Result<()> {
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.is_empty() {
+        argv.push("--help".into());
+    }
+    let sub = argv.remove(0);
+    match sub.as_str() {
+        "all" | "dataplane" | "ike" | "pcap" => run::main(&sub, argv),
+        "worker" => worker_cmd(argv),
+        "plot" => run::replot(argv),
+        "-h" | "--help" | "help" => {
+            println!("dialgate-bench all|dataplane|ike|pcap|worker [options]  (see the crate docs / bench/README.md)");
+            Ok(())
+        }
+        other => bail!("unknown command {other} (try --help)"),
+    }
+}
+
+fn worker_cmd(argv: Vec<String>) -> Result<()> {
     let mut o = Options { algorithm: Algorithm::Aes128Gcm, backend: Backend::AwsLc, packets: 500_000 };
     let mut sizes = vec![SizeMix::fixed(64), SizeMix::fixed(512), SizeMix::fixed(1420), SizeMix::imix()];
     let mut dirs = vec![Direction::Seal, Direction::Open];
-    let mut args = std::env::args().skip(1);
+    let mut args = argv.into_iter();
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
