@@ -28,8 +28,9 @@ use dialgate_controlplane::driver::udp::{self, Sockets};
 use dialgate_controlplane::driver::{EventLog, LogOnlySink};
 use dialgate_controlplane::gateway::Gateway;
 use dialgate_controlplane::posture;
-use dialgate_ike::crypto::SystemEntropy;
-use dialgate_ike::responder::Responder;
+use dialgate_ike::crypto::{Entropy, SystemEntropy};
+use dialgate_ike::responder::{AddressPool, Dpd, Responder, UserVerifier};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const USAGE: &str = "usage: dialgate run --config FILE [--tunnel NAME] [--control-socket PATH] [--cores CORES.toml | --listen ADDR [--ports IKE,NATT]]";
 
@@ -87,6 +88,33 @@ pub(crate) async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The receivers both drivers select on: posture losses to delete, token pushes approved.
+type Channels = (Option<UnboundedReceiver<(u64, String)>>, Option<UnboundedReceiver<String>>);
+
+/// What both drivers attach to the responder: DPD, the posture check of a `remote-gw-match
+/// ztna` tunnel (its refresher is spawned, so call this inside the tokio runtime) and the
+/// `diagnose user token approve` channel.
+fn attach<R: Entropy, V: UserVerifier, P: AddressPool>(
+    responder: &mut Responder<R, V, P>,
+    cfg: &config::Config,
+    cfg_path: &str,
+    tunnel: &str,
+    dpd: Option<Dpd>,
+    diag: &Diag,
+) -> anyhow::Result<Channels> {
+    responder.set_dpd(dpd);
+    let (approve_tx, approvals) = tokio::sync::mpsc::unbounded_channel();
+    diag.set_approvals(approve_tx);
+    let mut deletes = None;
+    if let Some(p) = posture::build(cfg, tunnel).map_err(|e| anyhow::anyhow!("{cfg_path}: {e}"))? {
+        deletes = Some(p.lost);
+        tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
+        posture_diag(diag, &p.check, &p1_interface(cfg, tunnel));
+        responder.set_client_check(Box::new(p.check));
+    }
+    Ok((deletes, Some(approvals)))
 }
 
 /// The `interface` of phase1 `name` (printed in the posture listings).
@@ -202,22 +230,10 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         let diag = diag_for(&cfg);
         let (stop_control, control) = spawn_control(bind_control(args.control_socket.as_ref())?, &diag);
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let (approve_tx, approvals) = tokio::sync::mpsc::unbounded_channel();
-        diag.set_approvals(approve_tx);
-        let approvals = Some(approvals);
-        let mut log = EventLog::with_diag(&gw.name, diag);
+        let (name, dpd) = (gw.name.clone(), gw.dpd);
         let mut responder = Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
-        // Posture (remote-gw-match ztna): the refresher fills the cache the check reads.
-        responder.set_dpd(gw.dpd);
-        let mut deletes = None;
-        if let Some(p) = posture::build(&cfg, &gw.name).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))? {
-            deletes = Some(p.lost);
-            tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
-            if let Some(d) = log.diag() {
-                posture_diag(d, &p.check, &p1_interface(&cfg, &gw.name));
-            }
-            responder.set_client_check(Box::new(p.check));
-        }
+        let (deletes, approvals) = attach(&mut responder, &cfg, &args.config, &name, dpd, &diag)?;
+        let mut log = EventLog::with_diag(&gw.name, diag);
         println!("dialgate: tunnel {} listening on {a} and {b}", gw.name);
         let mut sink = LogOnlySink::default();
         let c = udp::run(&mut responder, &sockets, &mut log, &mut sink, shutdown_signal(), deletes, approvals).await;
@@ -275,24 +291,15 @@ fn dpdk_main(
         spawn_control(bind_control(control)?, &diag)
     };
     let reload_diag = diag.clone();
-    let (approve_tx, approvals) = tokio::sync::mpsc::unbounded_channel();
-    diag.set_approvals(approve_tx);
-    let approvals = Some(approvals);
-    let mut log = EventLog::with_diag(&gw.name, diag);
+    let (name, dpd) = (gw.name.clone(), gw.dpd);
     let mut responder =
         Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), unix_now);
     responder.set_spi_source(dp.spi_source());
-    responder.set_dpd(gw.dpd);
-    let mut deletes = None;
-    if let Some(p) = posture::build(cfg, &gw.name).map_err(|e| anyhow::anyhow!("{cfg_path}: {e}"))? {
-        deletes = Some(p.lost);
+    let (deletes, approvals) = {
         let _guard = rt.enter();
-        tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
-        if let Some(d) = log.diag() {
-            posture_diag(d, &p.check, &p1_interface(cfg, &gw.name));
-        }
-        responder.set_client_check(Box::new(p.check));
-    }
+        attach(&mut responder, cfg, cfg_path, &name, dpd, &diag)?
+    };
+    let mut log = EventLog::with_diag(&gw.name, diag);
     println!("dialgate: tunnel {} on DPDK ({dp:?})", gw.name);
     let path = cfg_path.to_string();
     reload_diag.set_firewall(Arc::new(dp.policy_lister()));
