@@ -15,9 +15,14 @@ use dialgate_controlplane::config::{self, parse_str, Config, ConfigError, Pos};
 const SEED_TOKEN: &str = "000_02ea7b25408773c4.txt";
 const SEED_ZTNA: &str = "002_126eee2442879abf.txt";
 
+/// The seeds live beside the repository (`../shared/seeds`); a clone elsewhere names them with
+/// `DIALGATE_SEEDS`.
 fn seed(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds").join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("seed {} is needed: {e}", p.display()))
+    let dir = std::env::var_os("DIALGATE_SEEDS")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds"), PathBuf::from);
+    let p = dir.join(name);
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("seed {} is needed (set DIALGATE_SEEDS to the seeds folder): {e}", p.display()))
 }
 
 fn example(name: &str) -> String {
