@@ -123,6 +123,7 @@ pub fn gateway() -> Gateway {
         psk: Zeroizing::new(PSK.to_vec()),
         eap_identity_request: true,
         cookie_threshold: usize::MAX,
+        per_address_half_open: 0,
         fragment_len: 1280,
         negotiate_timeout: Duration::from_secs(30),
         dns: vec![Ipv4Addr::new(10, 50, 0, 53)],

@@ -172,6 +172,8 @@ impl Gateway {
             certificate,
             eap_identity_request: p1.eap_identity == EapIdentity::SendRequest,
             cookie_threshold: 64,
+            // strongSwan blocks at 5; a few more leave room for clients behind one NAT address.
+            per_address_half_open: 10,
             fragment_len: 1280,
             negotiate_timeout: Duration::from_secs(u64::from(p1.negotiate_timeout)),
             dns,

@@ -57,13 +57,19 @@ pub enum Error {
     /// A cryptographic primitive failed (bad public value, bad key length).
     #[error("crypto: {0}")]
     Crypto(&'static str),
+    /// An authenticated message whose decrypted payloads include an unknown critical one: unlike
+    /// [`DecodeError::UnsupportedCritical`] outside SK, this one deserves an answer (§2.5).
+    #[error("unsupported critical payload type {0} inside SK")]
+    UnsupportedCriticalInside(u8),
 }
 
 impl Error {
     /// The error Notify the peer should receive for this failure, if any (RFC 7296 §3.10.1).
     pub fn notify(&self) -> Option<NotifyType> {
         match self {
-            Error::Decode(DecodeError::UnsupportedCritical(_)) => Some(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD),
+            Error::Decode(DecodeError::UnsupportedCritical(_)) | Error::UnsupportedCriticalInside(_) => {
+                Some(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD)
+            }
             Error::Decode(_) | Error::Protocol(_) => Some(NotifyType::INVALID_SYNTAX),
             Error::NoProposalChosen => Some(NotifyType::NO_PROPOSAL_CHOSEN),
             Error::InvalidKe(_) => Some(NotifyType::INVALID_KE_PAYLOAD),

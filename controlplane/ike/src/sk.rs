@@ -248,10 +248,18 @@ impl SkCipher {
         }
         let plain = buf[..plain_len - 1 - pad].to_vec();
         match frag {
-            None => Ok(Opened::Complete(msg.header, decode_chain(first, &plain)?)),
+            None => Ok(Opened::Complete(msg.header, decode_inner(first, &plain)?)),
             Some((number, total)) => Ok(Opened::Fragment { header: msg.header, first, number, total, plain }),
         }
     }
+}
+
+/// Decodes the payloads of an SK payload that passed its integrity check.
+fn decode_inner(first: PayloadType, plain: &[u8]) -> Result<Vec<Payload>, Error> {
+    decode_chain(first, plain).map_err(|e| match e {
+        DecodeError::UnsupportedCritical(t) => Error::UnsupportedCriticalInside(t),
+        other => Error::Decode(other),
+    })
 }
 
 fn aead_nonce(salt: [u8; 4], iv: &[u8]) -> Result<Nonce, Error> {
@@ -335,7 +343,7 @@ impl Reassembly {
             }
             let first = self.first;
             *self = Self::default();
-            return Ok(Some(decode_chain(first, &all)?));
+            return Ok(Some(decode_inner(first, &all)?));
         }
         Ok(None)
     }

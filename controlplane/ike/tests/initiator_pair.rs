@@ -43,6 +43,7 @@ fn gw_config(fragment_len: usize) -> Config {
         certificate: None,
         eap_identity_request: true,
         cookie_threshold: 100,
+        per_address_half_open: 0,
         fragment_len,
         negotiate_timeout: Duration::from_secs(30),
         dns: vec![Ipv4Addr::new(10, 50, 0, 53)],

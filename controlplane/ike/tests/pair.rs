@@ -40,6 +40,7 @@ fn config(cookie_threshold: usize, fragment_len: usize) -> Config {
         certificate: None,
         eap_identity_request: true,
         cookie_threshold,
+        per_address_half_open: 0,
         fragment_len,
         negotiate_timeout: Duration::from_secs(30),
         dns: vec![Ipv4Addr::new(10, 50, 0, 53)],
@@ -881,4 +882,127 @@ fn create_child_sa_rekeys_the_ike_sa() {
     // The address is still taken by the new SA: the next client gets another one.
     let (_, _, other, ..) = logged_in(&mut sim, 72, 4501);
     assert_ne!(other, addr);
+}
+
+/// The debug lines drained from `sim` that contain `needle`.
+fn debug_lines(sim: &mut Sim, needle: &str) -> Vec<String> {
+    sim.events()
+        .into_iter()
+        .filter_map(|e| if let Event::Debug { line, .. } = e { Some(line) } else { None })
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+#[test]
+fn per_address_half_open_limit_and_quiet_flood_lines() {
+    // strongSwan's block_threshold: an address holding its share of half-open SAs gets no
+    // answer at all (no parsing, no DH), other addresses are served as usual.
+    let mut cfg = config(1000, 1280);
+    cfg.per_address_half_open = 3;
+    let mut sim = Sim::new(cfg);
+    let mut answered = Vec::new();
+    for i in 0..10u16 {
+        let p = path(600 + i, 500);
+        let mut c = client(100 + u64::from(i), p);
+        let r = sim.send(p, &c.sa_init(DhGroup::Ecp384, None, false));
+        if !r.is_empty() {
+            c.sa_init_response(&r[0]).expect("SA_INIT answered");
+            answered.push((c, p));
+        }
+    }
+    assert_eq!(answered.len(), 3);
+    assert_eq!((sim.gw.half_open_count(), sim.gw.ike_sa_count(), sim.gw.stats().blocked), (3, 3, 7));
+    // Seven drops in the same second: one line.
+    let lines = debug_lines(&mut sim, "half-open IKE SAs (limit 3)");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("198.51.100.7 holds 3 half-open"), "{}", lines[0]);
+
+    // Another address is not affected.
+    let other = Path { remote: SocketAddr::from(([198, 51, 100, 8], 500)), local: path(500, 500).local };
+    let mut o = client(200, other);
+    init(&mut sim, &mut o, other, false);
+    assert_eq!(sim.gw.half_open_count(), 4);
+
+    // A second later the next drop is logged with the count of those held back.
+    sim.advance(Duration::from_secs(1));
+    let p = path(700, 500);
+    assert!(sim.send(p, &client(300, p).sa_init(DhGroup::Ecp384, None, false)).is_empty());
+    let lines = debug_lines(&mut sim, "half-open IKE SAs (limit 3)");
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("(6 more dropped since the last line)"), "{}", lines[0]);
+
+    // One negotiation of the blocked address completes: it may start another.
+    let (mut c, p) = answered.remove(0);
+    eap_login(&mut sim, &mut c, p, PASSWORD);
+    assert_eq!((sim.gw.half_open_count(), sim.gw.established_count()), (3, 1));
+    let p = path(701, 500);
+    let mut again = client(301, p);
+    init(&mut sim, &mut again, p, false);
+    assert_eq!(sim.gw.half_open_count(), 4);
+
+    // negotiate-timeout empties the half-open table and the address's count with it.
+    sim.advance(Duration::from_secs(31));
+    assert_eq!((sim.gw.half_open_count(), sim.gw.ike_sa_count(), sim.gw.established_count()), (0, 1, 1));
+    let p = path(702, 500);
+    let mut later = client(302, p);
+    init(&mut sim, &mut later, p, false);
+}
+
+#[test]
+fn cookie_lines_are_rate_limited() {
+    let mut sim = Sim::new(config(1, 1280));
+    let p = path(500, 500);
+    init(&mut sim, &mut client(4, p), p, false);
+    for i in 0..20u16 {
+        let p = path(800 + i, 500);
+        let mut c = client(400 + u64::from(i), p);
+        let r = sim.send(p, &c.sa_init(DhGroup::Ecp384, None, false));
+        assert_eq!(c.sa_init_response(&r[0]).unwrap_err().ty, NotifyType::COOKIE, "every request is challenged");
+    }
+    assert_eq!(sim.gw.stats().cookies_sent, 20);
+    let lines = debug_lines(&mut sim, "sending COOKIE to");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // The driver takes the peer of a line from its end.
+    assert!(lines[0].ends_with("sending COOKIE to 198.51.100.7:800"), "{}", lines[0]);
+    sim.advance(Duration::from_secs(1));
+    let p = path(900, 500);
+    sim.send(p, &client(500, p).sa_init(DhGroup::Ecp384, None, false));
+    let lines = debug_lines(&mut sim, "sending COOKIE to");
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("half-open 1 (19 more COOKIEs since the last line)"), "{}", lines[0]);
+}
+
+#[test]
+fn indexes_follow_logins_rekeys_deletes_and_timeouts() {
+    // The counts and the timer are indexes kept beside the SA table: check them against
+    // what the table holds through every way an SA comes and goes.
+    let mut sim = Sim::new(config(100, 1280));
+    sim.gw.set_dpd(Some(Dpd { interval: Duration::from_secs(20), retries: 2 }));
+    let mut spis = Vec::new();
+    for i in 0..6u16 {
+        let (.., ike) = logged_in(&mut sim, 60 + u64::from(i), 5000 + i);
+        spis.push(ike);
+    }
+    // logged_in's client sends INITIAL_CONTACT as the same user: each login replaced the last.
+    assert_eq!(sim.gw.established_count(), 1);
+    assert_eq!(sim.gw.established_spis(), vec![*spis.last().unwrap()]);
+    assert_eq!(sim.gw.ike_sa_count(), 1);
+    // Two half-open ones: the next timer is the earliest of their deadline and DPD.
+    let p = path(6000, 500);
+    init(&mut sim, &mut client(70, p), p, false);
+    assert_eq!(sim.gw.half_open_count(), 1);
+    let t = sim.gw.poll_timeout().expect("a timer");
+    assert_eq!(t, sim.now + Duration::from_secs(20), "DPD of the idle established SA comes first");
+    sim.events();
+    // DPD probes go unanswered: the established SA dies, the half-open one times out.
+    for _ in 0..40 {
+        sim.advance(Duration::from_secs(5));
+        std::iter::from_fn(|| sim.gw.poll_transmit()).for_each(drop);
+    }
+    let ev = sim.events();
+    assert!(ev.iter().any(|e| matches!(e, Event::IkeSaClosed { reason: CloseReason::DeadPeer, .. })));
+    assert!(ev.iter().any(|e| matches!(e, Event::IkeSaClosed { reason: CloseReason::NegotiationTimeout, .. })));
+    assert_eq!((sim.gw.ike_sa_count(), sim.gw.half_open_count(), sim.gw.established_count()), (0, 0, 0));
+    assert!(sim.gw.established_spis().is_empty());
+    assert_eq!(sim.gw.poll_timeout(), None, "no timer left for SAs that are gone");
 }

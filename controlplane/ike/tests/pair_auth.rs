@@ -38,6 +38,7 @@ fn config() -> Config {
         certificate: None,
         eap_identity_request: true,
         cookie_threshold: 100,
+        per_address_half_open: 0,
         fragment_len: 1280,
         negotiate_timeout: Duration::from_secs(30),
         dns: vec![],

@@ -551,9 +551,10 @@ impl Diag {
                     e.remote = Some(path.remote);
                     e.local = Some(path.local);
                     e.established = Some(now);
-                    e.user.clone_from(user);
+                    // Listed names are the peer's words: escaped like log lines.
+                    e.user = user.as_deref().map(|u| crate::driver::printable(u).into_owned());
                     e.two_factor = two_factor;
-                    e.peer_id.clone_from(peer_id);
+                    e.peer_id = crate::driver::printable(peer_id).into_owned();
                     e.assigned = *assigned;
                     if e.index.is_none() {
                         // FortiOS numbers dial-up instances with the lowest free index.
@@ -641,8 +642,12 @@ impl Diag {
         if !s.settings.passes(app, remote) {
             return;
         }
-        let text: Arc<str> =
-            if s.settings.timestamps { format!("{} {line}", timestamp(SystemTime::now())).into() } else { line.into() };
+        let line = crate::driver::printable(line);
+        let text: Arc<str> = if s.settings.timestamps {
+            format!("{} {line}", timestamp(SystemTime::now())).into()
+        } else {
+            line.as_ref().into()
+        };
         let mut dropped = 0;
         s.streams.retain(|tx| match tx.try_send(text.clone()) {
             Ok(()) => true,

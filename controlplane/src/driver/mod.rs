@@ -192,7 +192,7 @@ impl EventLog {
     /// Writes a driver's own debug line (`ike V=root:0:NAME: text`) to stderr and the debug
     /// stream.
     pub fn line(&mut self, remote: Option<IpAddr>, text: &str) {
-        let l = format!("{}{text}", self.prefix(None));
+        let l = format!("{}{}", self.prefix(None), printable(text));
         let _ = writeln!(std::io::stderr(), "{l}");
         if let Some(d) = &self.diag {
             d.debug(remote, &l);
@@ -260,7 +260,7 @@ impl EventLog {
         match ev {
             Event::Debug { spi, line } => {
                 let p = self.prefix(spi);
-                let l = format!("{p}{line}");
+                let l = format!("{p}{}", printable(&line));
                 let _ = writeln!(std::io::stderr(), "{l}");
                 if let Some(d) = &self.diag {
                     d.debug(remote.map(|r| r.ip()), &l);
@@ -283,7 +283,7 @@ impl EventLog {
             }
             Event::InitialContact { spi, peer_id } => {
                 let p = self.prefix(Some(spi));
-                let _ = writeln!(std::io::stderr(), "{p}initial contact from {peer_id}");
+                let _ = writeln!(std::io::stderr(), "{p}initial contact from {}", printable(&peer_id));
             }
             Event::AuthFailed { spi, user, reason } => {
                 let p = self.prefix(Some(spi));
@@ -317,7 +317,12 @@ impl EventLog {
                 sink.remove_child(ike_spi, inbound_spi);
             }
             other => {
-                let _ = writeln!(std::io::stderr(), "ike V=root:0:{}: event {other:?}", self.tunnel);
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ike V=root:0:{}: event {}",
+                    self.tunnel,
+                    printable(&format!("{other:?}"))
+                );
             }
         }
     }
@@ -325,13 +330,39 @@ impl EventLog {
 
 fn out(line: String) {
     let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "{line}");
+    let _ = writeln!(o, "{}", printable(&line));
     let _ = o.flush();
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`, …). Identities and user names come
+/// from the peer: a name with a newline must not forge a second log line, nor an escape
+/// sequence repaint the operator's terminal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("alice"), "alice");
+        assert!(matches!(printable("bob ü"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(printable("eve\nike V=root:0:x: IKE SA established"), "eve\\nike V=root:0:x: IKE SA established");
+        assert_eq!(printable("a\u{1b}[2Jb\r\t\u{7f}"), "a\\u{1b}[2Jb\\r\\t\\u{7f}");
+    }
 
     #[test]
     fn suite_names_follow_fortios() {

@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         certificate: None,
         eap_identity_request: true,
         cookie_threshold: 4,
+        per_address_half_open: 0,
         fragment_len: 576,
         negotiate_timeout: Duration::from_secs(30),
         dns: vec![],

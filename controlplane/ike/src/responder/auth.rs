@@ -128,6 +128,22 @@ pub(super) fn handle<R: Entropy, V: UserVerifier, P: AddressPool>(
             ctx.stats.integrity_failed += 1;
             return after;
         }
+        Err(Error::UnsupportedCriticalInside(t)) => {
+            // RFC 7296 §2.5: the request is authentic, so it is answered (and takes its message
+            // ID) with UNSUPPORTED_CRITICAL_PAYLOAD naming the type. A negotiation cannot go on
+            // without the rejected request; an established SA keeps going.
+            ctx.stats.unsupported_critical += 1;
+            sa.last_req = Some(bytes.to_vec());
+            sa.path = path;
+            sa.expected_mid = sa.expected_mid.wrapping_add(1);
+            sa.last_seen = now;
+            ctx.debug(Some(sa.spi_r), format!("unsupported critical payload type {t} in request, rejecting it"));
+            push_response(ctx, sa, header, vec![notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t])]);
+            if !matches!(sa.phase, Phase::Established) {
+                sa.phase = Phase::Dead;
+            }
+            return after;
+        }
         Err(_) => {
             ctx.stats.malformed += 1;
             return after;

@@ -43,13 +43,20 @@ fn error_response<R, V, P>(ctx: &mut Ctx<R, V, P>, path: Path, req: &Header, ty:
     send(ctx, path, m.encode());
 }
 
+/// Half-open IKE SAs now: in all, and from the requesting address.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HalfOpen {
+    pub(super) total: usize,
+    pub(super) from_ip: usize,
+}
+
 /// Handles an IKE_SA_INIT request; returns the new IKE SA when one was created.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn handle<R: Entropy, V, P>(
     ctx: &mut Ctx<R, V, P>,
     sas: &HashMap<u64, IkeSa>,
     by_initiator: &HashMap<(u64, SocketAddr), u64>,
-    half_open: usize,
+    half_open: HalfOpen,
     now: Instant,
     path: Path,
     bytes: &[u8],
@@ -63,6 +70,23 @@ pub(super) fn handle<R: Entropy, V, P>(
             send(ctx, path, resp);
         } else {
             ctx.stats.unexpected += 1;
+        }
+        return None;
+    }
+    // Before any parsing or crypto: an address already holding its share of half-open SAs
+    // costs us nothing more (strongSwan's block_threshold does the same).
+    let limit = ctx.config.per_address_half_open;
+    if limit > 0 && half_open.from_ip >= limit {
+        ctx.stats.blocked += 1;
+        if let Some(held) = ctx.blocked_log.admit(now) {
+            let ip = path.remote.ip();
+            ctx.debug(
+                None,
+                format!(
+                    "{ip} holds {} half-open IKE SAs (limit {limit}), dropping its SA_INIT ({held} more dropped since the last line)",
+                    half_open.from_ip
+                ),
+            );
         }
         return None;
     }
@@ -100,14 +124,24 @@ pub(super) fn handle<R: Entropy, V, P>(
         error_response(ctx, path, header, NotifyType::INVALID_SYNTAX, vec![]);
         return None;
     }
-    if half_open >= ctx.config.cookie_threshold {
+    if half_open.total >= ctx.config.cookie_threshold {
         // RFC 7296 §2.6: the COOKIE notify must be the first payload of the retried request.
         let want = cookie(ctx, ni, path.remote, header.spi_i);
         let ok = matches!(msg.payloads.first(), Some(Payload::Notify(n))
             if n.ty == NotifyType::COOKIE && bool::from(n.data.ct_eq(&want)));
         if !ok {
             ctx.stats.cookies_sent += 1;
-            ctx.debug(None, format!("half-open {half_open}, sending COOKIE to {}", path.remote));
+            // The address stays last: the driver takes the peer of the line from there.
+            if let Some(held) = ctx.cookie_log.admit(now) {
+                let total = half_open.total;
+                ctx.debug(
+                    None,
+                    format!(
+                        "half-open {total} ({held} more COOKIEs since the last line), sending COOKIE to {}",
+                        path.remote
+                    ),
+                );
+            }
             error_response(ctx, path, header, NotifyType::COOKIE, want);
             return None;
         }
@@ -216,5 +250,8 @@ pub(super) fn handle<R: Entropy, V, P>(
         our_mid: 0,
         pending: None,
         close: None,
+        tally: super::Tally::Other,
+        timer_at: None,
+        init_key: None,
     })
 }

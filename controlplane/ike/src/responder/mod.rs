@@ -55,7 +55,8 @@ mod rekey;
 pub use cert::{pem_blocks, CertError, GatewayCert, ECDSA_WITH_SHA256, SHA256_WITH_RSA};
 pub use info::Dpd;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,6 +108,10 @@ pub struct Config {
     pub eap_identity_request: bool,
     /// Half-open IKE SAs above which COOKIEs are required (RFC 7296 §2.6).
     pub cookie_threshold: usize,
+    /// Half-open IKE SAs one peer address may hold; further IKE_SA_INIT requests from that
+    /// address are dropped (counted in [`Stats::blocked`]) until some complete or time out.
+    /// Cookies alone do not stop a flood from a real address that answers them.
+    pub per_address_half_open: usize,
     /// Largest IKE message before SKF fragmentation, when the peer supports it (RFC 7383).
     pub fragment_len: usize,
     /// `negotiate-timeout`: the whole negotiation must finish within it.
@@ -388,6 +393,10 @@ pub struct Stats {
     pub retransmits: u64,
     /// COOKIE challenges sent.
     pub cookies_sent: u64,
+    /// IKE_SA_INIT requests dropped because their address held too many half-open SAs.
+    pub blocked: u64,
+    /// Requests rejected with UNSUPPORTED_CRITICAL_PAYLOAD inside the encrypted payload.
+    pub unsupported_critical: u64,
 }
 
 pub(crate) enum Phase {
@@ -456,6 +465,55 @@ pub(crate) struct IkeSa {
     pub(crate) pending: Option<info::Pending>,
     /// Set when the SA must go after the current message is answered.
     pub(crate) close: Option<CloseReason>,
+    /// How the responder's indexes count this SA (kept in step by `Responder::refresh`).
+    pub(crate) tally: Tally,
+    /// The wake-up time of this SA's live entry in the responder's timer heap.
+    pub(crate) timer_at: Option<Instant>,
+    /// Its key in `Responder::by_initiator` (SPIi and the address of the first request).
+    pub(crate) init_key: Option<(u64, SocketAddr)>,
+}
+
+/// What an SA counts as in the responder's indexes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Tally {
+    /// Neither half-open nor established (mid-EAP, failed).
+    #[default]
+    Other,
+    /// IKE_SA_INIT done, no IKE_AUTH yet, counted against the address in `init_key`.
+    HalfOpen,
+    /// Established, indexed by `peer_id`.
+    Established,
+}
+
+impl Tally {
+    fn of(phase: &Phase) -> Self {
+        match phase {
+            Phase::Init => Tally::HalfOpen,
+            Phase::Established => Tally::Established,
+            _ => Tally::Other,
+        }
+    }
+}
+
+/// At most one debug line a second for a flood reaction; the lines held back are counted into
+/// the next one, so a flood cannot flood the log too.
+#[derive(Default)]
+pub(crate) struct Throttle {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_none_or(|l| now.saturating_duration_since(l) >= Duration::from_secs(1)) {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.held))
+        } else {
+            self.held += 1;
+            None
+        }
+    }
 }
 
 /// What handling one message of an existing SA left for the responder to do.
@@ -485,6 +543,8 @@ pub(crate) struct Ctx<R, V, P> {
     pub(crate) spis: Option<Box<dyn SpiSource>>,
     pub(crate) client_check: Option<Box<dyn ClientCheck>>,
     pub(crate) dpd: Option<Dpd>,
+    pub(crate) cookie_log: Throttle,
+    pub(crate) blocked_log: Throttle,
 }
 
 impl<R, V, P> Ctx<R, V, P> {
@@ -506,11 +566,24 @@ impl<R: Entropy, V, P> Ctx<R, V, P> {
 }
 
 /// The responder: every IKE SA of one gateway (phase1) configuration.
+///
+/// Nothing per datagram or per timer tick scans all SAs: the half-open counts, the established
+/// SAs by identity and the timers are indexes kept in step with each SA's phase, so a gateway
+/// holding 100 000 tunnels sets up new ones as fast as one holding a thousand.
 pub struct Responder<R, V, P> {
     ctx: Ctx<R, V, P>,
     sas: HashMap<u64, IkeSa>,
     /// (SPIi, remote) of IKE SAs, to recognise retransmitted IKE_SA_INIT requests.
     by_initiator: HashMap<(u64, SocketAddr), u64>,
+    /// Established SAs by authenticated identity, for INITIAL_CONTACT.
+    by_peer: HashMap<String, Vec<u64>>,
+    /// Half-open SAs per peer address, for [`Config::per_address_half_open`].
+    half_open_by_ip: HashMap<IpAddr, usize>,
+    half_open: usize,
+    established: usize,
+    /// Wake-up times, earliest first. An entry is live only while it equals its SA's
+    /// `timer_at`; others are skipped when they surface (cheaper than removing them).
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
@@ -532,9 +605,117 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
                 spis: None,
                 client_check: None,
                 dpd: None,
+                cookie_log: Throttle::default(),
+                blocked_log: Throttle::default(),
             },
             sas: HashMap::new(),
             by_initiator: HashMap::new(),
+            by_peer: HashMap::new(),
+            half_open_by_ip: HashMap::new(),
+            half_open: 0,
+            established: 0,
+            timers: BinaryHeap::new(),
+        }
+    }
+
+    /// Adds a new IKE SA (from IKE_SA_INIT or an IKE rekey) to the table and the indexes.
+    fn admit(&mut self, mut sa: IkeSa) {
+        let spi = sa.spi_r;
+        if self.sas.contains_key(&spi) {
+            return;
+        }
+        let key = (sa.spi_i, sa.path.remote);
+        sa.init_key = Some(key);
+        self.by_initiator.insert(key, spi);
+        self.sas.insert(spi, sa);
+        self.refresh(spi);
+    }
+
+    /// Brings the indexes and the timer of SA `spi` in step with its phase and deadlines; call
+    /// after anything that may have changed them.
+    fn refresh(&mut self, spi: u64) {
+        let Some(sa) = self.sas.get_mut(&spi) else { return };
+        let tally = Tally::of(&sa.phase);
+        if tally != sa.tally {
+            let old = std::mem::replace(&mut sa.tally, tally);
+            let ip = sa.init_key.map(|k| k.1.ip());
+            let peer = sa.peer_id.clone();
+            self.count(spi, old, ip, peer.as_deref(), false);
+            self.count(spi, tally, ip, peer.as_deref(), true);
+        }
+        let Some(sa) = self.sas.get_mut(&spi) else { return };
+        if let Some(w) = wake(sa, self.ctx.dpd) {
+            if sa.timer_at.is_none_or(|t| w < t) {
+                sa.timer_at = Some(w);
+                self.timers.push(Reverse((w, spi)));
+            }
+        }
+    }
+
+    /// Adds (`add`) or takes away SA `spi`, counted as `tally`, from the indexes.
+    fn count(&mut self, spi: u64, tally: Tally, ip: Option<IpAddr>, peer: Option<&str>, add: bool) {
+        match tally {
+            Tally::Other => {}
+            Tally::HalfOpen => {
+                if add {
+                    self.half_open += 1;
+                    if let Some(ip) = ip {
+                        *self.half_open_by_ip.entry(ip).or_default() += 1;
+                    }
+                } else {
+                    self.half_open = self.half_open.saturating_sub(1);
+                    if let Some(ip) = ip {
+                        if let Some(n) = self.half_open_by_ip.get_mut(&ip) {
+                            *n = n.saturating_sub(1);
+                            if *n == 0 {
+                                self.half_open_by_ip.remove(&ip);
+                            }
+                        }
+                    }
+                }
+            }
+            Tally::Established => {
+                if add {
+                    self.established += 1;
+                    if let Some(p) = peer {
+                        self.by_peer.entry(p.to_string()).or_default().push(spi);
+                    }
+                } else {
+                    self.established = self.established.saturating_sub(1);
+                    if let Some(p) = peer {
+                        if let Some(v) = self.by_peer.get_mut(p) {
+                            v.retain(|s| *s != spi);
+                            if v.is_empty() {
+                                self.by_peer.remove(p);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops timer entries that no longer say anything at the top of the heap, so
+    /// [`Responder::poll_timeout`] is exact: gone SAs, superseded entries, and SAs whose wake-up
+    /// moved later (DPD after a sign of life) are re-queued at their real time.
+    fn settle(&mut self) {
+        while let Some(&Reverse((t, spi))) = self.timers.peek() {
+            match self.sas.get_mut(&spi) {
+                Some(sa) if sa.timer_at == Some(t) => {
+                    let w = wake(sa, self.ctx.dpd);
+                    if w == Some(t) {
+                        return;
+                    }
+                    self.timers.pop();
+                    sa.timer_at = w;
+                    if let Some(w) = w {
+                        self.timers.push(Reverse((w, spi)));
+                    }
+                }
+                _ => {
+                    self.timers.pop();
+                }
+            }
         }
     }
 
@@ -574,12 +755,13 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
             return;
         }
         if header.exchange == ExchangeType::IKE_SA_INIT && header.spi_r == 0 {
-            let half_open = self.sas.values().filter(|s| matches!(s.phase, Phase::Init)).count();
+            let from_ip = self.half_open_by_ip.get(&path.remote.ip()).copied().unwrap_or(0);
+            let half_open = init::HalfOpen { total: self.half_open, from_ip };
             if let Some(sa) =
                 init::handle(&mut self.ctx, &self.sas, &self.by_initiator, half_open, now, path, bytes, &header)
             {
-                self.by_initiator.insert((sa.spi_i, path.remote), sa.spi_r);
-                self.sas.insert(sa.spi_r, sa);
+                self.admit(sa);
+                self.settle();
             }
             return;
         }
@@ -594,14 +776,12 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
                 return;
             }
         };
+        self.refresh(header.spi_r);
         if let Some(new) = after.spawned {
             if let Some(c) = self.ctx.client_check.as_mut() {
                 c.rekeyed(header.spi_r, new.spi_r);
             }
-            if !self.sas.contains_key(&new.spi_r) {
-                self.by_initiator.insert((new.spi_i, new.path.remote), new.spi_r);
-                self.sas.insert(new.spi_r, *new);
-            }
+            self.admit(*new);
         }
         if let Some(reason) = close {
             self.remove_sa(header.spi_r, reason);
@@ -609,24 +789,33 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
         if let Some(id) = contact {
             // RFC 7296 §2.4: the peer has no other SA with us; older ones for this identity go.
             let old: Vec<u64> = self
-                .sas
-                .values()
-                .filter(|s| s.spi_r != header.spi_r && matches!(s.phase, Phase::Established))
-                .filter(|s| s.peer_id.as_deref() == Some(id.as_str()))
-                .map(|s| s.spi_r)
-                .collect();
+                .by_peer
+                .get(&id)
+                .map(|v| v.iter().copied().filter(|s| *s != header.spi_r).collect())
+                .unwrap_or_default();
             for spi in old {
                 self.ctx.debug(Some(spi), format!("INITIAL_CONTACT from {id}: deleting this older IKE SA"));
                 self.remove_sa(spi, CloseReason::Replaced);
             }
         }
+        self.settle();
+    }
+
+    /// Takes SA `spi` out of the table and every index (its timer entries go stale).
+    fn take_sa(&mut self, spi: u64) -> Option<IkeSa> {
+        let sa = self.sas.remove(&spi)?;
+        if let Some(key) = sa.init_key {
+            if self.by_initiator.get(&key) == Some(&spi) {
+                self.by_initiator.remove(&key);
+            }
+        }
+        self.count(spi, sa.tally, sa.init_key.map(|k| k.1.ip()), sa.peer_id.as_deref(), false);
+        Some(sa)
     }
 
     /// Removes an IKE SA: its address goes back to the pool, the driver hears `IkeSaClosed`.
     fn remove_sa(&mut self, spi: u64, reason: CloseReason) {
-        if let Some(sa) = self.sas.remove(&spi) {
-            self.by_initiator.remove(&(sa.spi_i, sa.path.remote));
-            self.by_initiator.retain(|_, v| *v != spi);
+        if let Some(sa) = self.take_sa(spi) {
             if let Some(a) = sa.assigned {
                 self.ctx.pool.release(a);
             }
@@ -640,6 +829,15 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
     /// Sets dead-peer detection (`None`: off).
     pub fn set_dpd(&mut self, dpd: Option<Dpd>) {
         self.ctx.dpd = dpd;
+        // Every SA's wake-up may have changed: rebuild the heap (rare, O(n)).
+        self.timers.clear();
+        let spis: Vec<u64> = self.sas.keys().copied().collect();
+        for spi in spis {
+            if let Some(sa) = self.sas.get_mut(&spi) {
+                sa.timer_at = None;
+            }
+            self.refresh(spi);
+        }
     }
 
     /// The driver saw valid ESP for IKE SA `spi` at `now`: the peer is alive, no probe needed.
@@ -649,6 +847,7 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
                 sa.last_seen = now;
             }
         }
+        self.settle();
     }
 
     /// Deletes an established IKE SA (administrator, posture loss): the peer gets an
@@ -660,6 +859,7 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
         }
         self.ctx.debug(Some(spi), "deleting IKE SA".to_string());
         self.remove_sa(spi, CloseReason::Deleted);
+        self.settle();
         true
     }
 
@@ -668,65 +868,83 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
     /// the final AUTH. Returns how many negotiations were approved (those past their
     /// `negotiate-timeout` are not).
     pub fn approve_token(&mut self, user: &str, now: Instant) -> usize {
-        let mut approved = 0;
+        let mut approved = Vec::new();
         for sa in self.sas.values_mut() {
             // A negotiation past its deadline is not revived (handle_timeout removes it).
             let waiting = matches!(&sa.phase, Phase::PushPending { user: u, .. } if u.eq_ignore_ascii_case(user))
                 && sa.deadline.is_none_or(|d| d > now);
             if waiting && auth::push_approved(&mut self.ctx, sa) {
                 sa.last_seen = now;
-                approved += 1;
+                approved.push(sa.spi_r);
             }
         }
-        approved
+        for spi in &approved {
+            self.refresh(*spi);
+        }
+        self.settle();
+        approved.len()
     }
 
     /// Our SPIs of the established IKE SAs.
     pub fn established_spis(&self) -> Vec<u64> {
-        self.sas.values().filter(|s| matches!(s.phase, Phase::Established)).map(|s| s.spi_r).collect()
+        self.by_peer.values().flatten().copied().collect()
     }
 
     /// Removes negotiations whose `negotiate-timeout` has passed, and runs dead-peer detection.
+    /// Only the SAs whose wake-up time has come are looked at.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(dpd) = self.ctx.dpd {
-            let mut dead = Vec::new();
-            for sa in self.sas.values_mut().filter(|s| matches!(s.phase, Phase::Established)) {
-                if info::next_timer(sa, dpd) <= now && info::on_timer(&mut self.ctx, sa, now, dpd) {
-                    dead.push(sa.spi_r);
-                }
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, spi))) = self.timers.peek() {
+            if t > now {
+                break;
             }
-            for spi in dead {
-                self.remove_sa(spi, CloseReason::DeadPeer);
-            }
-        }
-        let expired: Vec<u64> =
-            self.sas.values().filter(|s| s.deadline.is_some_and(|d| d <= now)).map(|s| s.spi_r).collect();
-        for spi in expired {
-            if let Some(sa) = self.sas.remove(&spi) {
-                self.by_initiator.remove(&(sa.spi_i, sa.path.remote));
-                self.by_initiator.retain(|_, v| *v != spi);
-                if let Some(a) = sa.assigned {
-                    self.ctx.pool.release(a);
+            self.timers.pop();
+            if let Some(sa) = self.sas.get_mut(&spi) {
+                if sa.timer_at == Some(t) {
+                    sa.timer_at = None;
+                    due.push(spi);
                 }
-                if let Phase::PushPending { user, .. } = &sa.phase {
-                    self.ctx.debug(Some(spi), format!("Token push for user \"{user}\" was not approved in time"));
-                    self.ctx.events.push_back(Event::AuthFailed {
-                        spi,
-                        user: user.clone(),
-                        reason: "token push was not approved before negotiate-timeout".to_string(),
-                    });
-                }
-                let reason = if matches!(sa.phase, Phase::Dead) {
-                    CloseReason::AuthFailed
-                } else {
-                    CloseReason::NegotiationTimeout
-                };
-                if reason == CloseReason::NegotiationTimeout {
-                    self.ctx.debug(Some(spi), "negotiation timeout, deleting".to_string());
-                }
-                self.ctx.events.push_back(Event::IkeSaClosed { spi, reason });
             }
         }
+        for spi in due {
+            if let (Some(dpd), Some(sa)) = (self.ctx.dpd, self.sas.get_mut(&spi)) {
+                if matches!(sa.phase, Phase::Established)
+                    && info::next_timer(sa, dpd) <= now
+                    && info::on_timer(&mut self.ctx, sa, now, dpd)
+                {
+                    self.remove_sa(spi, CloseReason::DeadPeer);
+                    continue;
+                }
+            }
+            if self.sas.get(&spi).is_some_and(|s| s.deadline.is_some_and(|d| d <= now)) {
+                self.expire(spi);
+            } else {
+                self.refresh(spi);
+            }
+        }
+        self.settle();
+    }
+
+    /// Removes SA `spi` whose `negotiate-timeout` passed (or whose failure was answered).
+    fn expire(&mut self, spi: u64) {
+        let Some(sa) = self.take_sa(spi) else { return };
+        if let Some(a) = sa.assigned {
+            self.ctx.pool.release(a);
+        }
+        if let Phase::PushPending { user, .. } = &sa.phase {
+            self.ctx.debug(Some(spi), format!("Token push for user \"{user}\" was not approved in time"));
+            self.ctx.events.push_back(Event::AuthFailed {
+                spi,
+                user: user.clone(),
+                reason: "token push was not approved before negotiate-timeout".to_string(),
+            });
+        }
+        let reason =
+            if matches!(sa.phase, Phase::Dead) { CloseReason::AuthFailed } else { CloseReason::NegotiationTimeout };
+        if reason == CloseReason::NegotiationTimeout {
+            self.ctx.debug(Some(spi), "negotiation timeout, deleting".to_string());
+        }
+        self.ctx.events.push_back(Event::IkeSaClosed { spi, reason });
     }
 
     /// The next datagram to send.
@@ -741,11 +959,7 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
 
     /// When [`Responder::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let negotiations = self.sas.values().filter_map(|s| s.deadline);
-        let dpd = self.ctx.dpd.into_iter().flat_map(|d| {
-            self.sas.values().filter(|s| matches!(s.phase, Phase::Established)).map(move |s| info::next_timer(s, d))
-        });
-        negotiations.chain(dpd).min()
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     /// Drop and retransmission counters.
@@ -760,7 +974,12 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
 
     /// Number of established IKE SAs.
     pub fn established_count(&self) -> usize {
-        self.sas.values().filter(|s| matches!(s.phase, Phase::Established)).count()
+        self.established
+    }
+
+    /// Number of half-open IKE SAs (IKE_SA_INIT answered, no IKE_AUTH yet).
+    pub fn half_open_count(&self) -> usize {
+        self.half_open
     }
 
     /// The user verifier (e.g. to reload users).
@@ -781,6 +1000,16 @@ impl<R: Entropy, V: UserVerifier, P: AddressPool> Responder<R, V, P> {
     /// Runs `check` on every client between user authentication and the CHILD_SA.
     pub fn set_client_check(&mut self, check: Box<dyn ClientCheck>) {
         self.ctx.client_check = Some(check);
+    }
+}
+
+/// When SA `sa` needs [`Responder::handle_timeout`]: its negotiation deadline, or its next DPD
+/// step once established.
+fn wake(sa: &IkeSa, dpd: Option<Dpd>) -> Option<Instant> {
+    let dpd = dpd.filter(|_| matches!(sa.phase, Phase::Established)).map(|d| info::next_timer(sa, d));
+    match (sa.deadline, dpd) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

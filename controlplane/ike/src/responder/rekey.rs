@@ -209,6 +209,9 @@ fn rekey_ike<R: Entropy, V, P>(
         our_mid: 0,
         pending: None,
         close: None,
+        tally: super::Tally::Other,
+        timer_at: None,
+        init_key: None,
     };
     ctx.events.push_back(Event::IkeSaRekeyed { old_spi: sa.spi_r, new_spi: spi_r });
     let reply = vec![

@@ -32,7 +32,7 @@ use dialgate_ike::crypto::{Entropy, SystemEntropy};
 use dialgate_ike::responder::{AddressPool, Dpd, Responder, UserVerifier};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-const USAGE: &str = "usage: dialgate run --config FILE [--tunnel NAME] [--control-socket PATH] [--cores CORES.toml | --listen ADDR [--ports IKE,NATT]]";
+const USAGE: &str = "usage: dialgate run --config FILE [--tunnel NAME] [--control-socket PATH] [--half-open-per-address N] [--cores CORES.toml | --listen ADDR [--ports IKE,NATT]]";
 
 struct Args {
     config: String,
@@ -41,6 +41,8 @@ struct Args {
     ports: (u16, u16),
     cores: Option<String>,
     control_socket: Option<PathBuf>,
+    /// Overrides the per-address half-open limit (0: none), e.g. for a load generator.
+    half_open_per_address: Option<usize>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
@@ -50,6 +52,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
     let mut ports = (500, 4500);
     let mut cores = None;
     let mut control_socket = None;
+    let mut half_open_per_address = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
@@ -59,6 +62,10 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
             "--tunnel" => tunnel = Some(val()?.clone()),
             "--cores" => cores = Some(val()?.clone()),
             "--control-socket" => control_socket = Some(PathBuf::from(val()?)),
+            "--half-open-per-address" => {
+                let v = val()?.parse().with_context(|| format!("--half-open-per-address: not a number\n{USAGE}"))?;
+                half_open_per_address = Some(v);
+            }
             "--ports" => {
                 let v = val()?;
                 let parsed = v.split_once(',').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
@@ -72,7 +79,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
         }
     }
     let config = config.with_context(|| format!("--config is required\n{USAGE}"))?;
-    Ok(Some(Args { config, listen, tunnel, ports, cores, control_socket }))
+    Ok(Some(Args { config, listen, tunnel, ports, cores, control_socket, half_open_per_address }))
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -216,7 +223,11 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let gw = Gateway::from_config(&cfg, args.tunnel.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))?;
+    let mut gw =
+        Gateway::from_config(&cfg, args.tunnel.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", args.config))?;
+    if let Some(n) = args.half_open_per_address {
+        Arc::make_mut(&mut gw.ike).per_address_half_open = n;
+    }
     if let Some(cores) = &args.cores {
         return dpdk_main(&cfg, &args.config, gw, cores, args.control_socket.as_ref());
     }
