@@ -7,3 +7,4 @@ pub mod firewall;
 pub mod gateway;
 pub mod pool;
 pub mod posture;
+pub mod supervise;

@@ -360,6 +360,8 @@ struct State {
     posture: Option<PostureRenderer>,
     client_uid: Option<ClientUid>,
     approvals: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Restart counters of supervised control-plane tasks, by name.
+    restarts: Vec<(&'static str, Arc<std::sync::atomic::AtomicU64>)>,
     ike_created: u64,
     ike_established: u64,
     child_created: u64,
@@ -370,6 +372,8 @@ struct Inner {
     /// Number of open streams: the driver's fast path when nobody listens.
     streams: AtomicUsize,
     started: Instant,
+    /// `diagnose test application ike fault` asked the responder loop to fail one step.
+    fault_drill: std::sync::atomic::AtomicBool,
 }
 
 /// The diagnose handle: the SA registry, the debug stream and the counters. Cheap to clone.
@@ -435,6 +439,7 @@ impl Diag {
                 state: Mutex::new(State::default()),
                 streams: AtomicUsize::new(0),
                 started: Instant::now(),
+                fault_drill: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -497,6 +502,28 @@ impl Diag {
     /// Where `diagnose user token approve USER` goes: the driver loop that owns the responder.
     pub fn set_approvals(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
         self.lock().approvals = Some(tx);
+    }
+
+    /// Shows the restarts of supervised task `name` in `vpn ike stats`.
+    pub fn watch_restarts(&self, name: &'static str, counter: Arc<std::sync::atomic::AtomicU64>) {
+        let mut s = self.lock();
+        s.restarts.retain(|(n, _)| *n != name);
+        s.restarts.push((name, counter));
+    }
+
+    /// `diagnose test application ike fault`: the responder loop's next step fails (a drill of
+    /// its supervision). `false` when no loop takes drills (none watched yet).
+    pub fn request_fault_drill(&self) -> bool {
+        let watched = self.lock().restarts.iter().any(|(n, _)| *n == "ike");
+        if watched {
+            self.inner.fault_drill.store(true, Ordering::Relaxed);
+        }
+        watched
+    }
+
+    /// Whether a fault drill is due (and clears it).
+    pub fn take_fault_drill(&self) -> bool {
+        self.inner.fault_drill.swap(false, Ordering::Relaxed)
     }
 
     /// Approves a pending token push for `user`; `false` when no driver listens.
@@ -757,8 +784,18 @@ impl Diag {
             responder: s.responder,
             streams: s.streams.len(),
             dropped_lines: s.dropped_lines,
-        })
+        }) + &restarts_line(&s.restarts)
     }
+}
+
+/// `supervision: ike_restarts=0 posture_refresher_restarts=0` (empty when nothing is supervised).
+fn restarts_line(r: &[(&'static str, Arc<std::sync::atomic::AtomicU64>)]) -> String {
+    if r.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> =
+        r.iter().map(|(n, c)| format!("{}_restarts={}", n.replace(' ', "_"), c.load(Ordering::Relaxed))).collect();
+    format!("supervision: {}\n", parts.join(" "))
 }
 
 /// The entry of `spi`, created on first sight.

@@ -51,6 +51,7 @@ pub const HELP: &str = "commands (after `dialgate diagnose`):
   firewall dynamic list [TAG]         (posture tags and their endpoint addresses)
   endpoint ec-shm list                (posture endpoint records)
   user token approve USER             (approve a pending token push)
+  test application ike fault          (drill: the IKE loop fails one step and is restarted)
   help";
 
 /// A parsed `diagnose` command.
@@ -86,6 +87,8 @@ pub enum Command {
     EcShmList,
     /// `user token approve USER`.
     ApproveToken(String),
+    /// `test application ike fault`.
+    FaultDrill,
     /// `help`.
     Help,
 }
@@ -180,6 +183,7 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
         ["firewall", "dynamic", "list", tag] => Ok(Command::DynamicList(Some((*tag).to_string()))),
         ["endpoint", "ec-shm", "list"] => Ok(Command::EcShmList),
         ["user", "token", "approve", user] => Ok(Command::ApproveToken((*user).to_string())),
+        ["test", "application", "ike", "fault"] => Ok(Command::FaultDrill),
         ["help"] | [] => Ok(Command::Help),
         _ => Err(unknown()),
     }
@@ -261,6 +265,16 @@ pub fn execute(diag: &Diag, cmd: &Command) -> Reply {
                 Reply::Text(format!("token push approval for {user:?} passed to the gateway\n"))
             } else {
                 Reply::Error("this gateway takes no token approvals".into())
+            }
+        }
+        Command::FaultDrill => {
+            if diag.request_fault_drill() {
+                Reply::Text(
+                    "fault drill: the IKE control loop fails its next step and is restarted (see vpn ike stats)\n"
+                        .into(),
+                )
+            } else {
+                Reply::Error("no supervised IKE loop runs here".into())
             }
         }
         Command::EcShmList => match diag.posture_list(PostureList::EcShmList) {

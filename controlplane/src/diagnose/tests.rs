@@ -346,6 +346,7 @@ fn commands_parse_like_fortios() {
     assert_eq!(p("debug console timestamp enable"), Ok(Command::Timestamps(true)));
     assert_eq!(p("debug reset"), Ok(Command::Reset));
     assert_eq!(p("firewall policy list"), Ok(Command::FirewallPolicyList));
+    assert_eq!(p("test application ike fault"), Ok(Command::FaultDrill));
     let e = p("vpn ike gatway list").unwrap_err();
     assert!(e.contains("unknown command") && e.contains("vpn tunnel list [name NAME]"), "{e}");
     assert_eq!(words("a  \"b c\" d"), ["a", "b c", "d"]);
@@ -446,4 +447,19 @@ fn socket_round_trip_and_stream() {
     });
     assert!(!sock.exists(), "socket file left behind");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fault_drill_needs_a_supervised_loop_and_fires_once() {
+    let d = example_diag();
+    assert!(matches!(execute(&d, &Command::FaultDrill), Reply::Error(_)), "nothing supervised yet");
+    assert!(!d.take_fault_drill());
+    let restarts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    d.watch_restarts("ike", restarts.clone());
+    assert!(d.stats_text().contains("supervision: ike_restarts=0"), "{}", d.stats_text());
+    assert!(matches!(execute(&d, &Command::FaultDrill), Reply::Text(_)));
+    assert!(d.take_fault_drill());
+    assert!(!d.take_fault_drill(), "one drill, one failure");
+    restarts.store(1, std::sync::atomic::Ordering::Relaxed);
+    assert!(d.stats_text().contains("supervision: ike_restarts=1"), "{}", d.stats_text());
 }

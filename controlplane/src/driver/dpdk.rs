@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ use crate::config::objects::InterfaceRole;
 use crate::config::Config;
 use crate::diagnose::SaStats;
 use crate::firewall::{self, GroupMap, InterfaceMap};
+use crate::supervise::Step;
 
 /// Coarse-clock resolution handed to the workers (ARP retry pacing, last-seen stamps).
 const TICK: Duration = Duration::from_millis(100);
@@ -707,59 +708,106 @@ where
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut lines = Vec::new();
     let mut last_stats = Instant::now();
+    // The workers forward on their own cores whatever happens here; a failed step is contained,
+    // logged and counted, and the loop goes on (see `supervise`).
+    let mut step = Step::default();
+    let restarts = Arc::new(AtomicU64::new(0));
+    if let Some(d) = log.diag() {
+        d.watch_restarts("ike", restarts.clone());
+    }
     loop {
-        tokio::select! {
+        let wake = tokio::select! {
             () = &mut shutdown => break,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                reload(responder, dp);
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Wake::Reload,
+            Some((spi, why)) = super::next_delete(&mut deletes) => Wake::Delete(spi, why),
+            Some(user) = super::next_approval(&mut approvals) => Wake::Approve(user),
+            _ = tick.tick() => Wake::Tick,
+        };
+        let r = step.run(|| {
+            if log.diag().is_some_and(crate::diagnose::Diag::take_fault_drill) {
+                panic!("fault drill (diagnose test application ike fault)");
             }
-            Some((spi, why)) = super::next_delete(&mut deletes) => {
-                log.line(None, &format!("deleting IKE SA {spi:016x}: {why}"));
-                responder.delete_ike_sa(spi, Instant::now());
-            }
-            Some(user) = super::next_approval(&mut approvals) => {
-                let n = responder.approve_token(&user, Instant::now());
-                log.line(None, &format!("token push for user \"{user}\" approved by the administrator ({n} pending)"));
-            }
-            _ = tick.tick() => {}
-        }
-        let now = Instant::now();
-        let ticks = now.duration_since(dp.started).as_millis() / TICK.as_millis();
-        dp.control.clock.set(u32::try_from(ticks).unwrap_or(u32::MAX).max(1));
-        while let Some(ex) = dp.control.exceptions.pop() {
-            dp.counters.ike_rx += 1;
-            let path = Path { remote: SocketAddr::V4(ex.src), local: SocketAddr::V4(ex.dst) };
-            // Drained per datagram, so every debug line is attributed to its peer (rem-addr4).
-            log.set_peer(Some(path));
-            responder.handle_datagram(now, path, ex.payload());
-            drop(ex);
-            drain(responder, dp, log);
-        }
-        log.set_peer(None);
-        if responder.poll_timeout().is_some_and(|t| t <= now) {
-            responder.handle_timeout(now);
-        }
-        drain(responder, dp, log);
-        dp.worker_events(&mut lines);
-        for l in lines.drain(..) {
-            log.line(None, &l);
-        }
-        if now.duration_since(last_stats) >= Duration::from_secs(1) {
-            last_stats = now;
-            publish(responder, dp, log);
-            // ESP the workers opened is a sign of life: DPD need not probe those peers.
-            let spis: Vec<u64> = dp.sas.keys().copied().collect();
-            for spi in spis {
-                if let Some(age) = dp.last_inbound(spi) {
-                    responder.peer_alive(spi, now.checked_sub(age).unwrap_or(now));
+            match wake {
+                Wake::Reload => reload(responder, dp),
+                Wake::Delete(spi, why) => {
+                    log.line(None, &format!("deleting IKE SA {spi:016x}: {why}"));
+                    responder.delete_ike_sa(spi, Instant::now());
                 }
+                Wake::Approve(user) => {
+                    let n = responder.approve_token(&user, Instant::now());
+                    log.line(
+                        None,
+                        &format!("token push for user \"{user}\" approved by the administrator ({n} pending)"),
+                    );
+                }
+                Wake::Tick => {}
             }
+            service(responder, dp, log, &mut lines, &mut last_stats);
+        });
+        if let Err(why) = r {
+            restarts.store(step.restarts(), Ordering::Relaxed);
+            log.set_peer(None);
+            log.line(
+                None,
+                &format!("control-plane step failed: {why}; contained, the loop goes on (restart {})", step.restarts()),
+            );
         }
-        dp.control.outbound.reclaim();
-        dp.control.policy.reclaim();
     }
     publish(responder, dp, log);
     dp.counters
+}
+
+/// What woke the responder loop.
+enum Wake {
+    Reload,
+    Delete(u64, String),
+    Approve(String),
+    Tick,
+}
+
+/// One service round: the clock, IKE from the exception ring, timers, worker events, and once a
+/// second the statistics and the liveness the workers saw.
+fn service<R: Entropy, V: UserVerifier, P: AddressPool>(
+    responder: &mut Responder<R, V, P>,
+    dp: &mut DataPlane,
+    log: &mut EventLog,
+    lines: &mut Vec<String>,
+    last_stats: &mut Instant,
+) {
+    let now = Instant::now();
+    let ticks = now.duration_since(dp.started).as_millis() / TICK.as_millis();
+    dp.control.clock.set(u32::try_from(ticks).unwrap_or(u32::MAX).max(1));
+    while let Some(ex) = dp.control.exceptions.pop() {
+        dp.counters.ike_rx += 1;
+        let path = Path { remote: SocketAddr::V4(ex.src), local: SocketAddr::V4(ex.dst) };
+        // Drained per datagram, so every debug line is attributed to its peer (rem-addr4).
+        log.set_peer(Some(path));
+        responder.handle_datagram(now, path, ex.payload());
+        drop(ex);
+        drain(responder, dp, log);
+    }
+    log.set_peer(None);
+    if responder.poll_timeout().is_some_and(|t| t <= now) {
+        responder.handle_timeout(now);
+    }
+    drain(responder, dp, log);
+    dp.worker_events(lines);
+    for l in lines.drain(..) {
+        log.line(None, &l);
+    }
+    if now.duration_since(*last_stats) >= Duration::from_secs(1) {
+        *last_stats = now;
+        publish(responder, dp, log);
+        // ESP the workers opened is a sign of life: DPD need not probe those peers.
+        let spis: Vec<u64> = dp.sas.keys().copied().collect();
+        for spi in spis {
+            if let Some(age) = dp.last_inbound(spi) {
+                responder.peer_alive(spi, now.checked_sub(age).unwrap_or(now));
+            }
+        }
+    }
+    dp.control.outbound.reclaim();
+    dp.control.policy.reclaim();
 }
 
 /// Sends the responder's datagrams and handles its events.

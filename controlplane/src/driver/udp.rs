@@ -14,6 +14,8 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use dialgate_ike::crypto::Entropy;
@@ -21,6 +23,7 @@ use dialgate_ike::responder::{AddressPool, Path, Responder, UserVerifier};
 use tokio::net::UdpSocket;
 
 use super::{EventLog, SaSink};
+use crate::supervise::Step;
 
 /// The non-ESP marker before IKE messages on port 4500 (RFC 3948 §2.2).
 pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
@@ -150,7 +153,10 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
     let mut buf_ike = vec![0u8; 65536];
     let mut buf_natt = vec![0u8; 65536];
     tokio::pin!(shutdown);
+    let mut step = Step::default();
+    let restarts = Arc::new(AtomicU64::new(0));
     if let Some(d) = log.diag() {
+        d.watch_restarts("ike", restarts.clone());
         d.set_driver_counters("udp", &counters.fields());
         d.set_responder_stats(responder.stats());
     }
@@ -170,7 +176,7 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
                     counters.ike_rx += 1;
                     let path = Path { remote: from, local: local_ike };
                     log.set_peer(Some(path));
-                    responder.handle_datagram(Instant::now(), path, &buf_ike[..n]);
+                    guarded(&mut step, &restarts, log, || responder.handle_datagram(Instant::now(), path, &buf_ike[..n]));
                 }
             }
             r = sockets.natt.recv_from(&mut buf_natt) => {
@@ -180,7 +186,7 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
                             counters.ike_rx += 1;
                             let path = Path { remote: from, local: local_natt };
                             log.set_peer(Some(path));
-                            responder.handle_datagram(Instant::now(), path, m);
+                            guarded(&mut step, &restarts, log, || responder.handle_datagram(Instant::now(), path, m));
                         }
                         NattDatagram::Keepalive => counters.keepalives += 1,
                         NattDatagram::Esp(_) => counters.esp_dropped += 1,
@@ -190,16 +196,19 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
             }
             () = timer => {
                 log.set_peer(None);
-                responder.handle_timeout(Instant::now());
+                guarded(&mut step, &restarts, log, || responder.handle_timeout(Instant::now()));
             }
             Some((spi, why)) = super::next_delete(&mut deletes) => {
                 log.set_peer(None);
                 log.line(None, &format!("deleting IKE SA {spi:016x}: {why}"));
-                responder.delete_ike_sa(spi, Instant::now());
+                guarded(&mut step, &restarts, log, || {
+                    responder.delete_ike_sa(spi, Instant::now());
+                });
             }
             Some(user) = super::next_approval(&mut approvals) => {
                 log.set_peer(None);
-                let n = responder.approve_token(&user, Instant::now());
+                let mut n = 0;
+                guarded(&mut step, &restarts, log, || n = responder.approve_token(&user, Instant::now()));
                 log.line(None, &format!("token push for user \"{user}\" approved by the administrator ({n} pending)"));
             }
         }
@@ -211,6 +220,25 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
         }
     }
     Ok(counters)
+}
+
+/// Runs one responder call under the loop's supervision: a failure is contained, logged and
+/// counted, and the loop goes on (the UDP sockets and every other SA are untouched).
+fn guarded(step: &mut Step, restarts: &AtomicU64, log: &mut EventLog, f: impl FnOnce()) {
+    let drill = log.diag().is_some_and(crate::diagnose::Diag::take_fault_drill);
+    let r = step.run(|| {
+        if drill {
+            panic!("fault drill (diagnose test application ike fault)");
+        }
+        f();
+    });
+    if let Err(why) = r {
+        restarts.store(step.restarts(), Ordering::Relaxed);
+        log.line(
+            None,
+            &format!("control-plane step failed: {why}; contained, the loop goes on (restart {})", step.restarts()),
+        );
+    }
 }
 
 #[cfg(test)]

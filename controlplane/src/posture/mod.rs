@@ -66,8 +66,9 @@ pub struct Posture {
     pub lost: mpsc::UnboundedReceiver<(u64, String)>,
 }
 
-/// Periodically fetches every connector of a tunnel into the cache.
-#[derive(Debug)]
+/// Periodically fetches every connector of a tunnel into the cache. Clone: a supervisor starts
+/// a fresh copy when one fails (the cache it fills is shared).
+#[derive(Debug, Clone)]
 pub struct Refresher {
     connectors: Vec<(connector::Endpoint, Duration)>,
     cache: PostureCache,

@@ -28,6 +28,7 @@ use dialgate_controlplane::driver::udp::{self, Sockets};
 use dialgate_controlplane::driver::{EventLog, LogOnlySink};
 use dialgate_controlplane::gateway::Gateway;
 use dialgate_controlplane::posture;
+use dialgate_controlplane::supervise;
 use dialgate_ike::crypto::{Entropy, SystemEntropy};
 use dialgate_ike::responder::{AddressPool, Dpd, Responder, UserVerifier};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -117,7 +118,14 @@ fn attach<R: Entropy, V: UserVerifier, P: AddressPool>(
     let mut deletes = None;
     if let Some(p) = posture::build(cfg, tunnel).map_err(|e| anyhow::anyhow!("{cfg_path}: {e}"))? {
         deletes = Some(p.lost);
-        tokio::spawn(p.refresher.run(|line| eprintln!("{line}")));
+        // Supervised: a failing refresher is started again, so the cache keeps being refreshed.
+        let refresher = p.refresher;
+        let sup = supervise::spawn(
+            "posture refresher",
+            move || refresher.clone().run(|line| eprintln!("{line}")),
+            |line| eprintln!("dialgate: {line}"),
+        );
+        diag.watch_restarts("posture refresher", sup.counter());
         posture_diag(diag, &p.check, &p1_interface(cfg, tunnel));
         responder.set_client_check(Box::new(p.check));
     }
