@@ -285,8 +285,8 @@ pub fn stats(v: &StatsView<'_>) -> String {
     if let Some(r) = v.responder {
         let _ = writeln!(
             out,
-            "responder: malformed={} integrity_failed={} unexpected={} retransmits={} cookies_sent={}",
-            r.malformed, r.integrity_failed, r.unexpected, r.retransmits, r.cookies_sent
+            "responder: malformed={} integrity_failed={} unexpected={} retransmits={} cookies_sent={} blocked={} unsupported_critical={}",
+            r.malformed, r.integrity_failed, r.unexpected, r.retransmits, r.cookies_sent, r.blocked, r.unsupported_critical
         );
     }
     let _ = writeln!(out, "debug: streams={} dropped_lines={}", v.streams, v.dropped_lines);

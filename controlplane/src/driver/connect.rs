@@ -45,6 +45,7 @@ impl EapPeer for MsChapPeer {
 }
 
 /// What to connect with.
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// The gateway.
     pub server: SocketAddr,

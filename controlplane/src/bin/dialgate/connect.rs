@@ -6,6 +6,13 @@
 //!
 //! Secrets can come from the environment instead of the command line: `DIALGATE_PASSWORD`,
 //! `DIALGATE_PSK`.
+//!
+//! `--count N` is the load generator of `scripts/soak`: N clients, each on its own UDP socket,
+//! user name `--user` with `{n}` replaced by 1…N, at most `--parallel` negotiations at a time.
+//! With `--hold S` they all stay up for S seconds, each sending an empty INFORMATIONAL every
+//! `--keepalive` seconds (a sign of life, so the gateway's DPD has nothing to probe). Prints
+//! the setup rate and the keepalive tally; exits 1 unless every client connected and every
+//! keepalive was answered.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,13 +30,16 @@ use zeroize::Zeroizing;
 
 const USAGE: &str = "usage: dialgate connect --server IP[:PORT] --user U --password P [--code C] [--psk K] \
 [--fct 'UID=..,IP=..,EMSSN=..'] [--token FILE] [--timeout S] [--local IP[:PORT]] [--natt] \
-[--hold S [--token-interval S]]";
+[--hold S [--token-interval S]] [--count N [--parallel P] [--keepalive S]]";
 
 struct Args {
     opts: ConnectOptions,
     token_file: Option<String>,
     hold: Option<Duration>,
     token_interval: Duration,
+    count: usize,
+    parallel: usize,
+    keepalive: Option<Duration>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
@@ -46,6 +56,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut token_file = None;
     let mut hold = None;
     let mut token_interval = Duration::from_secs(60);
+    let (mut count, mut parallel, mut keepalive) = (1usize, 8usize, None);
     let secs = |v: &str, what: &str| -> anyhow::Result<Duration> {
         let f: f64 = v.parse().with_context(|| format!("{what}: seconds"))?;
         Duration::try_from_secs_f64(f).with_context(|| format!("{what}: seconds"))
@@ -76,6 +87,9 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             "--timeout" => timeout = secs(val()?, "--timeout")?,
             "--hold" => hold = Some(secs(val()?, "--hold")?),
             "--token-interval" => token_interval = secs(val()?, "--token-interval")?,
+            "--count" => count = val()?.parse().context("--count: a number")?,
+            "--parallel" => parallel = val()?.parse::<usize>().context("--parallel: a number")?.max(1),
+            "--keepalive" => keepalive = Some(secs(val()?, "--keepalive")?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -95,7 +109,10 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
         // The NAT-T port speaks IKE behind the non-ESP marker.
         natt: natt.unwrap_or(server.port() == 4500),
     };
-    Ok(Args { opts, token_file, hold, token_interval })
+    if count > 1 && !opts.user.contains("{n}") {
+        bail!("--count needs {{n}} in --user (each client is its own user)");
+    }
+    Ok(Args { opts, token_file, hold, token_interval, count, parallel, keepalive })
 }
 
 fn notify_name(ty: u16) -> String {
@@ -120,6 +137,9 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         }
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    if args.count > 1 {
+        return Ok(rt.block_on(many(args)));
+    }
     match rt.block_on(connect(&args.opts)) {
         Ok(mut c) => {
             let e = c.established();
@@ -176,6 +196,131 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<ExitCode> {
         Err(e) => {
             println!("failed: {e}");
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// What one of `--count` clients did.
+#[derive(Default)]
+struct Outcome {
+    setup: Option<Duration>,
+    error: Option<String>,
+    keepalives: u64,
+    failed_keepalives: u64,
+}
+
+/// `--count N`: N clients, `--parallel` negotiations at a time, then held with keepalives.
+async fn many(args: Args) -> ExitCode {
+    raise_fd_limit(args.count as u64 + 64);
+    let args = std::sync::Arc::new(args);
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(args.parallel));
+    let started = tokio::time::Instant::now();
+    let hold_until = std::sync::Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 1..=args.count {
+        let (args, gate, hold_until, up_tx) = (args.clone(), gate.clone(), hold_until.clone(), up_tx.clone());
+        tasks.spawn(async move {
+            let mut out = Outcome::default();
+            let mut opts = args.opts.clone();
+            opts.user = opts.user.replace("{n}", &n.to_string());
+            let permit = gate.acquire_owned().await;
+            let t0 = tokio::time::Instant::now();
+            let r = connect(&opts).await;
+            drop(permit);
+            // Dropped at once: the count of negotiations ends when every client has had its turn.
+            let _ = up_tx.send(());
+            drop(up_tx);
+            let mut c = match r {
+                Ok(c) => {
+                    out.setup = Some(t0.elapsed());
+                    c
+                }
+                Err(e) => {
+                    out.error = Some(format!("{}: {e}", opts.user));
+                    return out;
+                }
+            };
+            if args.hold.is_none() {
+                return out;
+            }
+            // Every client holds until the same instant: the end of the hold after the last setup.
+            let every = args.keepalive.unwrap_or(Duration::from_secs(1));
+            let mut next_keepalive = tokio::time::Instant::now() + every;
+            loop {
+                let end = *hold_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let wake = end.map_or(next_keepalive, |e| next_keepalive.min(e));
+                tokio::time::sleep_until(wake).await;
+                if end.is_some_and(|e| tokio::time::Instant::now() >= e) {
+                    return out;
+                }
+                if tokio::time::Instant::now() >= next_keepalive {
+                    next_keepalive += every;
+                    if args.keepalive.is_some() {
+                        match c.send_notifies(Vec::new(), opts.timeout).await {
+                            Ok(()) => out.keepalives += 1,
+                            Err(_) => out.failed_keepalives += 1,
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(up_tx);
+    let mut done = 0usize;
+    while up_rx.recv().await.is_some() {
+        done += 1;
+        if done.is_multiple_of(100) {
+            println!("connect: {done}/{} negotiated", args.count);
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "connect: {} negotiations in {:.1} s ({:.0}/s)",
+        args.count,
+        elapsed.as_secs_f64(),
+        args.count as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    let hold = args.hold.unwrap_or_default();
+    *hold_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now() + hold);
+    if args.hold.is_some() {
+        println!("connect: holding for {} s", hold.as_secs());
+    }
+    let mut outcomes = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        outcomes.push(r.unwrap_or_else(|e| Outcome { error: Some(format!("client task: {e}")), ..Outcome::default() }));
+    }
+    let connected = outcomes.iter().filter(|o| o.setup.is_some()).count();
+    let mut setups: Vec<Duration> = outcomes.iter().filter_map(|o| o.setup).collect();
+    setups.sort();
+    let pct = |p: f64| setups.get(((setups.len() as f64 * p) as usize).min(setups.len().saturating_sub(1)));
+    let ms = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let (ka, ka_failed): (u64, u64) =
+        outcomes.iter().fold((0, 0), |(a, b), o| (a + o.keepalives, b + o.failed_keepalives));
+    println!(
+        "connect: connected {connected}/{} (setup p50 {:.1} ms, p99 {:.1} ms); keepalives answered {ka}, failed {ka_failed}",
+        args.count,
+        ms(pct(0.5)),
+        ms(pct(0.99))
+    );
+    for e in outcomes.iter().filter_map(|o| o.error.as_ref()).take(5) {
+        println!("connect: failed: {e}");
+    }
+    if connected == args.count && ka_failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One socket per client: lift the soft descriptor limit towards `want` (up to the hard limit).
+fn raise_fd_limit(want: u64) {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < want {
+            r.rlim_cur = want.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
     }
 }
