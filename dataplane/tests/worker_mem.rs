@@ -724,3 +724,85 @@ fn sa_churn_under_traffic_never_uses_a_freed_sa() {
     drop(w);
     assert_eq!(control.outbound.reclaim() + control.outbound.pending(), 0, "the offline worker held nothing back");
 }
+
+/// The buffer pool runs dry: the control plane stalls (IKE held on the exception ring) and the
+/// LAN side stops taking packets (its tx queue fills). Everything that cannot get a buffer or a
+/// slot is counted (refused injections, full queues), the worker never blocks, and once the
+/// control plane drains and the LAN takes packets again, the same tunnel forwards as before
+/// and every buffer is back in the pool.
+#[test]
+fn buffer_pool_exhaustion_is_counted_and_recovers() {
+    const BUFFERS: usize = 48;
+    let net = MemNet::new(&MemConfig { ports: 2, queues: 1, queue_depth: 16, buffers: BUFFERS, buf_size: 2176 });
+    let (mut control, mut links) =
+        Plane::build::<MemBuf>(&PlaneConfig { exception_ring: 32, ..PlaneConfig::default() });
+    let mut w = Worker::new(links.remove(0), WorkerConfig::new(interfaces(), 0), net.io()).unwrap();
+    let io = net.io();
+    let wan_mac = io_mac(&io, WAN);
+    base_routes(&control);
+    control.broadcast(|| Command::NeighbourAdd { port: LAN, ip: HOST, mac: HOST_MAC });
+    let spi = control.spis.allocate(0).unwrap();
+    control.install_inbound(gw_inbound(spi, 1, 1024)).unwrap();
+    control.outbound.install_vip(VIP, gw_outbound(CLIENT_SPI, 2)).unwrap();
+    let cl = client(spi, 1, 2, 1024);
+    for _ in 0..4 {
+        w.poll();
+    }
+    let ike = frames::ipv4_udp(SocketAddrV4::new(CLIENT, 500), SocketAddrV4::new(GW_WAN, 500), 64, &[1; 28]);
+    let ike = frames::ethernet(wan_mac, ROUTER_MAC, 0x0800, &ike);
+    let esp = |i: u32| {
+        let inner = frames::ipv4_udp(SocketAddrV4::new(VIP, 5000), SocketAddrV4::new(HOST, 53), 64, &i.to_be_bytes());
+        frames::seal_frame(&cl.out, wan_mac, ROUTER_MAC, &inner).unwrap()
+    };
+
+    // The stall: IKE piles up on the exception ring (nobody pops it), ESP is opened and sent
+    // to a LAN whose tx queue nobody drains. Inject in small rounds, as a NIC would.
+    let (mut seq, mut refused) = (0u32, 0u64);
+    for _ in 0..20 {
+        for _ in 0..4 {
+            if !net.inject(WAN, 0, &ike) {
+                refused += 1;
+            }
+        }
+        for _ in 0..4 {
+            seq += 1;
+            if !net.inject(WAN, 0, &esp(seq)) {
+                refused += 1;
+            }
+        }
+        let t0 = Instant::now();
+        w.poll();
+        assert!(t0.elapsed() < Duration::from_millis(500), "a dry pool never blocks the worker");
+    }
+    assert_eq!(net.free_buffers(), 0, "the pool ran dry");
+    assert!(refused > 0, "injections refused for want of a buffer");
+    assert_eq!(net.stats(WAN).unwrap().inject_failed.load(Ordering::Relaxed), refused);
+    assert_eq!(control.exceptions.len(), 32, "the stalled control plane holds a full exception ring");
+    assert!(w.stats().drops(DropReason::QueueFull) > 0, "full exception ring and LAN tx queue: counted");
+    assert!(net.stats(LAN).unwrap().tx_full.load(Ordering::Relaxed) > 0);
+    let opened_in_stall = w.stats().get(Counter::Decrypted);
+    assert!(opened_in_stall > 0);
+
+    // Recovery: the control plane drains its ring, the LAN takes its packets.
+    while control.exceptions.pop().is_some() {}
+    let delivered = net.drain_tx_all(LAN).len();
+    assert!(delivered > 0);
+    for _ in 0..4 {
+        w.poll();
+    }
+    net.drain_tx_all(LAN);
+    assert_eq!(net.free_buffers(), BUFFERS, "every buffer came back");
+    // The same tunnel forwards again, packet for packet.
+    for _ in 0..10 {
+        seq += 1;
+        assert!(net.inject(WAN, 0, &esp(seq)));
+    }
+    for _ in 0..4 {
+        w.poll();
+    }
+    let out = net.drain_tx_all(LAN);
+    let drops: Vec<String> = w.stats().nonzero_drops().iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
+    assert_eq!(out.len(), 10, "after the stall every packet is forwarded; drops {drops:?}");
+    assert_eq!(w.stats().get(Counter::Decrypted), opened_in_stall + 10);
+    assert_eq!(net.free_buffers(), BUFFERS);
+}
