@@ -2,6 +2,9 @@
 //! requests (fresh SPIi each, at most 10 s, paced) to `dialgate run` (UDP driver) in the
 //! gateway namespace, while an honest strongSwan client in a third namespace logs in.
 //!
+//! First one address floods alone (300 requests): it gets 10 half-open SAs, the per-address
+//! limit, and nothing more; the gateway logs that at most once a second.
+//!
 //! Asserted: the gateway creates half-open SAs only up to its COOKIE threshold (64, RFC 7296
 //! §2.6) and answers everything above it with N(COOKIE) — the flooder sees the cookies; the
 //! half-open count the gateway logs never passes the threshold (plus the honest client's one);
@@ -46,6 +49,8 @@ const FLOOD_SECS: f64 = 10.0;
 const FLOOD_PPS: u32 = 2_500;
 /// `Gateway::from_config` sets the responder's COOKIE threshold to 64 half-open SAs.
 const COOKIE_THRESHOLD: u64 = 64;
+/// … and allows one address 10 of them.
+const PER_ADDRESS: u64 = 10;
 
 /// The flooder: stdlib Python, one UDP socket per source address, a template IKE_SA_INIT whose
 /// first 8 bytes (SPIi) are replaced by random bytes per packet; counts what comes back by its
@@ -298,7 +303,7 @@ fn flood_pps() -> u32 {
 fn half_open_counts(log: &str) -> Vec<u64> {
     log.lines()
         .filter_map(|l| l.split("half-open ").nth(1))
-        .filter_map(|r| r.split(',').next()?.trim().parse().ok())
+        .filter_map(|r| r.split([',', ' ']).next()?.trim().parse().ok())
         .collect()
 }
 
@@ -326,23 +331,36 @@ fn ike_sa_init_flood_gets_cookies_and_an_honest_client_still_connects() {
     fs::write(&tmpl_path, hex::encode(&tmpl)).expect("template");
     let py = lab.dir.join("flood.py");
     fs::write(&py, FLOOD_PY).expect("flood.py");
+    let flood = |srcs: &[String], total: u32, pps: u32, out: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &lab.namespaces[2], "python3"])
+            .arg(&py)
+            .arg(&tmpl_path)
+            .args([FLOOD_GW, &srcs.join(","), &total.to_string(), &FLOOD_SECS.to_string(), &pps.to_string()])
+            .stdout(fs::File::create(lab.dir.join(out)).expect("flood out"))
+            .stderr(fs::File::create(lab.dir.join("flood.err")).expect("flood.err"))
+            .spawn()
+            .expect("spawn flooder")
+    };
+
+    // First one address alone, below the COOKIE threshold: the per-address limit (10 half-open
+    // SAs) is what stops it; the rest of its requests are dropped unanswered, not challenged.
+    let one = vec!["198.51.100.10".to_string()];
+    let mut single = flood(&one, 300, 1000, "single.out");
+    let st = wait_timeout(&mut single, Duration::from_secs(15)).expect("single-address flood finishes");
+    assert!(st.success(), "flooder: {}", lab.read("flood.err"));
+    let json = fs::read_to_string(lab.dir.join("single.out")).expect("single.out");
+    assert_eq!(field(&json, "sent"), 300.0, "{json}");
+    assert_eq!(field(&json, "sa"), PER_ADDRESS as f64, "half-open SAs one address got: {json}");
+    assert_eq!((field(&json, "cookie"), field(&json, "other")), (0.0, 0.0), "{json}");
+    let gerr = lab.read("gw.err");
+    assert!(gerr.contains("198.51.100.10 holds 10 half-open IKE SAs (limit 10), dropping its SA_INIT"), "{gerr}");
+    let lines = gerr.matches("half-open IKE SAs (limit 10)").count();
+    assert!((1..=3).contains(&lines), "block lines are rate-limited to one a second: {lines}");
+
     let srcs: Vec<String> = (0..FLOOD_SOURCES).map(|i| format!("198.51.100.{}", 10 + i)).collect();
     let flood_out = lab.dir.join("flood.out");
-    let flooder = Command::new("ip")
-        .args(["netns", "exec", &lab.namespaces[2], "python3"])
-        .arg(&py)
-        .arg(&tmpl_path)
-        .args([
-            FLOOD_GW,
-            &srcs.join(","),
-            &FLOOD_PACKETS.to_string(),
-            &FLOOD_SECS.to_string(),
-            &flood_pps().to_string(),
-        ])
-        .stdout(fs::File::create(&flood_out).expect("flood.out"))
-        .stderr(fs::File::create(lab.dir.join("flood.err")).expect("flood.err"))
-        .spawn()
-        .expect("spawn flooder");
+    let flooder = flood(&srcs, FLOOD_PACKETS, flood_pps(), "flood.out");
     let flood_start = Instant::now();
     lab.children.push(flooder);
 
@@ -392,7 +410,7 @@ fn ike_sa_init_flood_gets_cookies_and_an_honest_client_still_connects() {
         halfs.iter().all(|&h| (COOKIE_THRESHOLD..=COOKIE_THRESHOLD + 1).contains(&h)),
         "half-open counts {halfs:?}"
     );
-    assert!(created <= COOKIE_THRESHOLD + 2, "{created} SAs created");
+    assert!(created <= COOKIE_THRESHOLD + 2, "{created} SAs created (the single address's included)");
     assert!(gout.contains("install child SA") && gout.contains("eap-user=Test"), "{gout}");
 
     // The gateway is still healthy: it stops on SIGTERM with its summary.
