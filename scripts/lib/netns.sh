@@ -44,11 +44,12 @@ dg_ns_attach() {
 dg_ns_del() {
     local ns pid
     for ns in "$@"; do
-        ip netns list 2>/dev/null | grep -qw "^$ns" || continue
+        # Exact names: "dg-gw" must not match another run's "dg-gw-2".
+        ip netns list 2>/dev/null | awk '{print $1}' | grep -qxF "$ns" || continue
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null; done
         sleep 0.2
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
+        ip netns del "$ns" 2>/dev/null || true
     done
     return 0
 }
