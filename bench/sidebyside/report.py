@@ -59,7 +59,9 @@ result = {
         % (os.environ.get("TUNNELS"), os.environ.get("WINDOW"), os.environ.get("THREADS")),
         "esp": "strongSwan: client charon (kernel-libipsec) -> gateway charon (kernel-libipsec, routes by "
         "kernel-netlink), ESP in UDP 4500, AES-128-GCM, iperf3 UDP -b 0 for %s s from the client namespace to "
-        "an address of the gateway namespace through the tunnel; received rate, inner IP bytes. End to end: "
+        "an address of the gateway namespace through the tunnel, unpaced, then paced "
+        "from the unpaced received rate up in steps of 1.5 x until the received rate stops growing; the best "
+        "received rate counts, inner IP bytes. End to end: "
         "iperf3 client, both charons and the iperf3 server share the 2 cores. dialgate: dialgate-bench dataplane "
         "--workers 1 --tunnels 1 --sizes 64,1420 --quick (one worker core, in-memory ports, AES-128-GCM "
         "aws-lc-rs, inner IP bytes), same run." % os.environ.get("SECONDS_ESP"),
@@ -79,27 +81,31 @@ if d and s:
 dp = load("dp/results.json")
 esp = []
 for size in (1420, 64):
-    ip = load("iperf-%d.json" % size)
-    if ip is None or dp is None:
+    runs = []
+    k = 0
+    while True:
+        ip = load("iperf-%d-%d.json" % (size, k))
+        if ip is None:
+            break
+        rx = ip["end"]["sum_received"]
+        pps = rx["bytes"] / (size - 28) / rx["seconds"]
+        offered = ip["start"]["test_start"].get("target_bitrate", 0) if "start" in ip else 0
+        runs.append(
+            {
+                "offered_payload_bps": offered,
+                "rx_pps": pps,
+                "rx_mbps": pps * size * 8 / 1e6,
+                "lost_percent": rx.get("lost_percent"),
+            }
+        )
+        k += 1
+    if not runs or dp is None:
         continue
-    end = ip["end"]
-    sm = end.get("sum_received") or end["sum"]
-    secs = sm["seconds"]
-    if "sum_received" in end:
-        rx_pkts = sm["bytes"] / (size - 28)
-    else:
-        rx_pkts = sm["packets"] - sm["lost_packets"]
-    sent = end["sum"].get("packets") or end.get("sum_sent", {}).get("packets")
-    swan_pps = rx_pkts / secs
-    swan_mbps = swan_pps * size * 8 / 1e6
+    best = max(runs, key=lambda r: r["rx_pps"])
+    swan_mbps, swan_pps = best["rx_mbps"], best["rx_pps"]
     row = {
         "size": size,
-        "strongswan": {
-            "mbps": swan_mbps,
-            "pps": swan_pps,
-            "sent_packets": sent,
-            "lost_percent": end["sum"].get("lost_percent"),
-        },
+        "strongswan": {"mbps": swan_mbps, "pps": swan_pps, "lost_percent": best["lost_percent"], "runs": runs},
     }
     for t in dp["dataplane"]["throughput"]:
         if t["workers"] == 1 and t["tunnels"] == 1 and t["size"] == str(size) and t["mode"] in ("seal", "open"):

@@ -80,6 +80,8 @@ EOF
 swan_gw_start() {
     local dir=$1
     dg_charon_start "$NS_GW" "$dir" || return 1
+    # dg_charon_stop ends it with SIGKILL if SIGINT is slow: no job-control notice for that.
+    disown -a
     dg_swanctl "$dir" --load-all --noprompt --file "$dir/swanctl.conf" >"$dir/load.out" 2>&1 || {
         cat "$dir/load.out" >&2; return 1; }
 }
