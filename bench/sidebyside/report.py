@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 
 work = os.environ["WORK"]
@@ -174,4 +175,4 @@ if esp:
             )
         )
     print("(target ≥ 20×)")
-print("\nwritten: %s" % out)
+print("written: %s" % out, file=sys.stderr)
