@@ -91,12 +91,16 @@ for size in (1420, 64):
         rx = ip["end"]["sum_received"]
         pps = rx["bytes"] / (size - 28) / rx["seconds"]
         offered = ip["start"]["test_start"].get("target_bitrate", 0) if "start" in ip else 0
+        gw_cpu = cpu("iperf-%d-%d.json" % (size, k))
         runs.append(
             {
                 "offered_payload_bps": offered,
                 "rx_pps": pps,
                 "rx_mbps": pps * size * 8 / 1e6,
                 "lost_percent": rx.get("lost_percent"),
+                "gateway_cpu_s": gw_cpu,
+                # Packets the gateway delivered per second of its own CPU time.
+                "rx_pps_per_gateway_cpu_s": pps * rx["seconds"] / gw_cpu if gw_cpu else None,
             }
         )
         k += 1
@@ -104,15 +108,25 @@ for size in (1420, 64):
         continue
     best = max(runs, key=lambda r: r["rx_pps"])
     swan_mbps, swan_pps = best["rx_mbps"], best["rx_pps"]
+    per_cpu = best["rx_pps_per_gateway_cpu_s"]
     row = {
         "size": size,
-        "strongswan": {"mbps": swan_mbps, "pps": swan_pps, "lost_percent": best["lost_percent"], "runs": runs},
+        "strongswan": {
+            "mbps": swan_mbps,
+            "pps": swan_pps,
+            "lost_percent": best["lost_percent"],
+            "gateway_cpu_s": best["gateway_cpu_s"],
+            "pps_per_gateway_cpu_s": per_cpu,
+            "mbps_per_gateway_cpu_s": per_cpu * size * 8 / 1e6 if per_cpu else None,
+            "runs": runs,
+        },
     }
     for t in dp["dataplane"]["throughput"]:
         if t["workers"] == 1 and t["tunnels"] == 1 and t["size"] == str(size) and t["mode"] in ("seal", "open"):
             row["dialgate_" + t["mode"]] = {"mbps": t["gbps"] * 1000, "pps": t["mpps"] * 1e6}
     if "dialgate_open" in row:
         row["ratio_open"] = ratio(row["dialgate_open"]["mbps"], swan_mbps)
+        row["ratio_open_per_gateway_cpu_s"] = ratio(row["dialgate_open"]["pps"], per_cpu)
     if "dialgate_seal" in row:
         row["ratio_seal"] = ratio(row["dialgate_seal"]["mbps"], swan_mbps)
     esp.append(row)
@@ -157,21 +171,28 @@ if "ike" in result:
     print()
 if esp:
     print("ESP throughput: strongSwan kernel-libipsec end to end (client + gateway on this box) vs dialgate one worker core")
-    print("| inner size | strongSwan Mbit/s | strongSwan pps | dialgate open Mbit/s | dialgate open pps | dialgate seal Mbit/s | ratio open | ratio seal |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| inner size | strongSwan Mbit/s | strongSwan pps | strongSwan gw CPU s | strongSwan pps per gw CPU s "
+        "| dialgate open Mbit/s | dialgate open pps | dialgate seal Mbit/s | ratio open | ratio seal "
+        "| ratio open per gw CPU s |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in esp:
-        o, se = r.get("dialgate_open", {}), r.get("dialgate_seal", {})
+        o, se, sw = r.get("dialgate_open", {}), r.get("dialgate_seal", {}), r["strongswan"]
         print(
-            "| %d | %s | %s | %s | %s | %s | **%s** | %s |"
+            "| %d | %s | %s | %s | %s | %s | %s | %s | **%s** | %s | %s |"
             % (
                 r["size"],
-                f(r["strongswan"]["mbps"], "{:,.1f}"),
-                f(r["strongswan"]["pps"]),
+                f(sw["mbps"], "{:,.1f}"),
+                f(sw["pps"]),
+                f(sw.get("gateway_cpu_s"), "{:.2f}"),
+                f(sw.get("pps_per_gateway_cpu_s")),
                 f(o.get("mbps")),
                 f(o.get("pps")),
                 f(se.get("mbps")),
                 f(r.get("ratio_open"), "{:.1f}×"),
                 f(r.get("ratio_seal"), "{:.1f}×"),
+                f(r.get("ratio_open_per_gateway_cpu_s"), "{:.1f}×"),
             )
         )
     print("(target ≥ 20×)")
