@@ -420,6 +420,21 @@ mod tests {
     }
 
     #[test]
+    fn rate_paces_the_starts() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr, gw) = udp_gateway(stop.clone());
+        let mut o = options(addr, SECRET);
+        o.rate = 100.0;
+        let r = run(&o).expect("run");
+        stop.store(true, Ordering::Relaxed);
+        gw.join().expect("gateway thread");
+        assert_eq!(r.established, 20, "{:?}", r.failure_reasons);
+        // At 100/s the 20th setup starts 190 ms after the first.
+        assert!(r.elapsed_s >= 0.18, "{} s", r.elapsed_s);
+        assert!(r.setups_per_sec <= 110.0, "{} setups/s", r.setups_per_sec);
+    }
+
+    #[test]
     fn silent_gateway_times_out_with_retransmits() {
         // A bound socket that never answers.
         let quiet = UdpSocket::bind("127.0.0.1:0").expect("bind");
