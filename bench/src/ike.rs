@@ -23,9 +23,10 @@ use crate::hist::{new_histogram, ratio, rss_bytes, Percentiles};
 
 const P1: &str = "aes128gcm-prfsha256 aes128-sha256 aes256-sha256";
 const P2: &str = "aes128gcm aes256gcm aes128-sha256";
-const PSK: &[u8] = b"dialgate-bench-psk";
+/// The gateway's pre-shared key in the benches.
+pub const PSK: &[u8] = b"dialgate-bench-psk";
 /// Password ‖ 6-digit code, as a FortiClient-style user types it.
-const SECRET: &str = "p@ssw0rd345678123456";
+pub const SECRET: &str = "p@ssw0rd345678123456";
 
 /// Deterministic xorshift64 randomness (both sides; the DH and crypto work is unchanged).
 #[derive(Debug)]

@@ -27,6 +27,7 @@ use serde::Serialize;
 pub mod dp;
 pub mod hist;
 pub mod ike;
+pub mod ikenet;
 pub mod pcap;
 pub mod plot;
 pub mod report;
