@@ -13,8 +13,10 @@
 //! skips. Namespaces, daemons and the gateway are removed by a drop guard on every way out.
 
 mod common;
+#[path = "../ike/tests/common/mod.rs"]
+mod ike_common;
 
-use common::current_code;
+use common::{current_code, field, wait_timeout, FLOOD_PY};
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -580,5 +582,79 @@ fn a_failed_control_plane_step_is_restarted_while_traffic_flows() {
     lab.initiate(b);
     assert_eq!(lab.ping(b, 3, "0.1"), 3);
     assert_eq!(lab.ping(a, 3, "0.1"), 3);
+    assert_eq!(lab.stop_gateway().matches("install child SA:").count(), 2);
+}
+
+/// An IKE_SA_INIT flood from 40 addresses on the WAN (4 000 requests, 2 000/s) while an
+/// established client pings through the worker: not one echo is lost, the flood is answered
+/// with COOKIEs above the half-open threshold, and a second client logs in during it.
+#[test]
+fn an_ike_flood_costs_established_tunnels_nothing() {
+    let mut lab = lab_or_skip!("flood");
+    lab.start_gateway();
+    let a = lab.add_client(USER2, PASSWORD2);
+    lab.initiate(a);
+    assert_eq!(lab.ping(a, 3, "0.1"), 3);
+    let code = current_code(&gateway_config());
+    let b = lab.add_client("Test", &format!("p@ssw0rd{code}"));
+
+    // The flooder: a namespace on the WAN bridge with 40 addresses, a well-formed IKE_SA_INIT
+    // template with a fresh SPIi per packet.
+    let fl = lab.ns("fl");
+    let sw = format!("{}-sw", lab.tag);
+    must(&["ip", "link", "add", "fl0", "netns", &fl, "type", "veth", "peer", "name", "swf", "netns", &sw]);
+    must(&["ip", "-n", &sw, "link", "set", "swf", "master", "br0", "up"]);
+    let srcs: Vec<String> = (0..40).map(|i| format!("172.16.200.{}", 100 + i)).collect();
+    for a in &srcs {
+        must(&["ip", "-n", &fl, "addr", "add", &format!("{a}/24"), "dev", "fl0"]);
+    }
+    must(&["ip", "-n", &fl, "link", "set", "fl0", "up"]);
+    let p = dialgate_ike::responder::Path {
+        remote: ([172, 16, 200, 100], 500).into(),
+        local: ([172, 16, 200, 4], 500).into(),
+    };
+    let mut init = ike_common::initiator::Initiator::new(
+        9,
+        dialgate_ike::proposal::IkeOffer::parse("aes128-sha256", &[19], false).expect("offer"),
+        dialgate_ike::proposal::EspOffer::parse("aes128gcm", &[], false).expect("offer"),
+        "flood",
+        p,
+    );
+    let tmpl = lab.dir.join("sa_init.hex");
+    fs::write(&tmpl, hex::encode(init.sa_init(dialgate_ike::crypto::dh::DhGroup::Ecp256, None, false)))
+        .expect("template");
+    let py = lab.dir.join("flood.py");
+    fs::write(&py, FLOOD_PY).expect("flood.py");
+    let out = lab.dir.join("flood.out");
+    let mut flooder = Command::new("ip")
+        .args(["netns", "exec", &fl, "python3"])
+        .arg(&py)
+        .arg(&tmpl)
+        .args(["172.16.200.4", &srcs.join(","), "4000", "5", "2000"])
+        .stdout(fs::File::create(&out).expect("flood.out"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flooder");
+
+    // Echoes all through the flood; the second client logs in in the middle of it.
+    let pinger = {
+        let (ns, vip) = (lab.clients[a].0.clone(), lab.vip(a));
+        std::thread::spawn(move || {
+            run(&["ip", "netns", "exec", &ns, "ping", "-q", "-c", "50", "-i", "0.1", "-W", "2", "-I", &vip, "10.50.0.10"])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    lab.initiate(b);
+    let st = wait_timeout(&mut flooder, Duration::from_secs(20)).expect("flooder finishes");
+    assert!(st.success());
+    let (_, pings) = pinger.join().expect("ping thread");
+    let json = fs::read_to_string(&out).expect("flood.out");
+    let (sent, cookies, sas) = (field(&json, "sent"), field(&json, "cookie"), field(&json, "sa"));
+    eprintln!("flood through DPDK: {json}; pings: {pings}");
+    assert!(pings.contains("50 received"), "echoes lost during the flood: {pings}");
+    assert!(sent >= 3600.0, "{json}");
+    assert!(sas <= 64.0, "half-open SAs past the COOKIE threshold: {json}");
+    assert!(cookies >= 0.5 * sent, "cookies engaged: {json}");
+    assert_eq!(lab.ping(b, 3, "0.1"), 3, "the client that logged in during the flood has traffic");
     assert_eq!(lab.stop_gateway().matches("install child SA:").count(), 2);
 }

@@ -44,3 +44,64 @@ pub(crate) fn current_code(cfg_text: &str) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     totp::format_code(totp::totp(tok.algorithm, &seed, now, u64::from(tok.period), tok.digits), tok.digits)
 }
+
+/// The flooder: stdlib Python, one UDP socket per source address, a template IKE_SA_INIT whose
+/// first 8 bytes (SPIi) are replaced by random bytes per packet; counts what comes back by its
+/// first payload (SA = a half-open SA was created, N(COOKIE) = challenged) and prints JSON.
+pub(crate) const FLOOD_PY: &str = r#"
+import json, os, socket, struct, sys, time
+tmpl = bytes.fromhex(open(sys.argv[1]).read().strip())
+gw, srcs = sys.argv[2], sys.argv[3].split(",")
+total, secs, pps = int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+socks = []
+for ip in srcs:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.bind((ip, 0))
+    s.setblocking(False)
+    socks.append(s)
+st = {"sent": 0, "send_errors": 0, "cookie": 0, "sa": 0, "other": 0}
+def drain():
+    for s in socks:
+        while True:
+            try:
+                d = s.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            if len(d) >= 36 and d[16] == 41 and struct.unpack(">H", d[34:36])[0] == 16390:
+                st["cookie"] += 1
+            elif len(d) >= 28 and d[16] == 33:
+                st["sa"] += 1
+            else:
+                st["other"] += 1
+t0 = time.monotonic()
+i = 0
+while i < total and time.monotonic() - t0 < secs:
+    wait = t0 + i / pps - time.monotonic()
+    if wait > 0:
+        drain()
+        time.sleep(min(wait, 0.002))
+        continue
+    try:
+        socks[i % len(socks)].sendto(os.urandom(8) + tmpl[8:], (gw, 500))
+        st["sent"] += 1
+    except OSError:
+        st["send_errors"] += 1
+    i += 1
+    if i % 32 == 0:
+        drain()
+st["elapsed"] = time.monotonic() - t0
+end = time.monotonic() + 1.5
+while time.monotonic() < end:
+    drain()
+    time.sleep(0.01)
+print(json.dumps(st), flush=True)
+"#;
+
+/// A number field of the flooder's one-line JSON report.
+pub(crate) fn field(json: &str, key: &str) -> f64 {
+    let at = json.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} missing in {json}"));
+    let rest = &json[at + key.len() + 4..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().unwrap_or_else(|_| panic!("{key} in {json}"))
+}
