@@ -52,7 +52,6 @@ const COOKIE_THRESHOLD: u64 = 64;
 /// … and allows one address 10 of them.
 const PER_ADDRESS: u64 = 10;
 
-
 fn gateway_config() -> String {
     let text = EXAMPLE
         .replace("set ip 172.16.200.4 255.255.255.0", &format!("set ip {GW_IP} 255.255.255.0"))

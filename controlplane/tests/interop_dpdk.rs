@@ -640,7 +640,23 @@ fn an_ike_flood_costs_established_tunnels_nothing() {
     let pinger = {
         let (ns, vip) = (lab.clients[a].0.clone(), lab.vip(a));
         std::thread::spawn(move || {
-            run(&["ip", "netns", "exec", &ns, "ping", "-q", "-c", "50", "-i", "0.1", "-W", "2", "-I", &vip, "10.50.0.10"])
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ping",
+                "-q",
+                "-c",
+                "50",
+                "-i",
+                "0.1",
+                "-W",
+                "2",
+                "-I",
+                &vip,
+                "10.50.0.10",
+            ])
         })
     };
     std::thread::sleep(Duration::from_millis(700));
