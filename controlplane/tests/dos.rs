@@ -232,8 +232,6 @@ impl Drop for Lab {
     }
 }
 
-/// A number field of the flooder's one-line JSON.
-
 /// The pacing: `FLOOD_PPS`, or `DIALGATE_FLOOD_PPS` to measure what the gateway holds at other
 /// rates (the assertions assume the flood outlasts the honest login, i.e. a few thousand per s).
 fn flood_pps() -> u32 {
