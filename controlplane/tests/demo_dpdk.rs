@@ -10,32 +10,17 @@
 //! Needs root, DPDK, `ip netns` and strongSwan (`scripts/setup`); otherwise it says why it
 //! skips. The script removes its namespaces on every way out.
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-fn skip_reason() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1));
-    if uid != Some("0") {
-        return Some("not running as root".into());
-    }
-    if !dialgate_ffi::AVAILABLE {
-        return Some("built without DPDK".into());
-    }
-    for tool in ["/usr/sbin/charon-systemd", "/usr/sbin/swanctl"] {
-        if !std::path::Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (run scripts/setup)"));
-        }
-    }
-    None
-}
-
 #[test]
 fn strongswan_dials_in_and_pings_through_the_dpdk_data_plane() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = common::dpdk_interop_skip_reason() {
         eprintln!("skipping: {why}");
         return;
     }

@@ -311,6 +311,15 @@ secrets {{
             .unwrap_or_else(|| panic!("no ping summary: {out}"))
     }
 
+    /// Starts `count` echoes from client `c` to the LAN host on a thread; join it for ping's
+    /// summary (`N received`).
+    fn ping_in_background(&self, c: usize, count: u32, interval: &str) -> std::thread::JoinHandle<(bool, String)> {
+        let (ns, vip, n, i) = (self.clients[c].0.clone(), self.vip(c), count.to_string(), interval.to_string());
+        std::thread::spawn(move || {
+            run(&["ip", "netns", "exec", &ns, "ping", "-q", "-c", &n, "-i", &i, "-W", "2", "-I", &vip, "10.50.0.10"])
+        })
+    }
+
     /// Kills client `c`'s charon without a DELETE (a laptop that lost its network).
     fn kill_client(&self, c: usize) {
         let pid = fs::read_to_string(self.clients[c].1.join("charon.pid")).expect("charon.pid");
@@ -541,28 +550,7 @@ fn a_failed_control_plane_step_is_restarted_while_traffic_flows() {
     assert!(ok && stats.contains("supervision: ike_restarts=0"), "{stats}");
 
     // Echoes run across the failure.
-    let flood = {
-        let (ns, vip) = (lab.clients[a].0.clone(), lab.vip(a));
-        std::thread::spawn(move || {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ping",
-                "-q",
-                "-c",
-                "40",
-                "-i",
-                "0.05",
-                "-W",
-                "2",
-                "-I",
-                &vip,
-                "10.50.0.10",
-            ])
-        })
-    };
+    let flood = lab.ping_in_background(a, 40, "0.05");
     std::thread::sleep(Duration::from_millis(500));
     let (ok, out) = lab.diagnose(&["test", "application", "ike", "fault"]);
     assert!(ok, "{out}");
@@ -637,28 +625,7 @@ fn an_ike_flood_costs_established_tunnels_nothing() {
         .expect("flooder");
 
     // Echoes all through the flood; the second client logs in in the middle of it.
-    let pinger = {
-        let (ns, vip) = (lab.clients[a].0.clone(), lab.vip(a));
-        std::thread::spawn(move || {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ping",
-                "-q",
-                "-c",
-                "50",
-                "-i",
-                "0.1",
-                "-W",
-                "2",
-                "-I",
-                &vip,
-                "10.50.0.10",
-            ])
-        })
-    };
+    let pinger = lab.ping_in_background(a, 50, "0.1");
     std::thread::sleep(Duration::from_millis(700));
     lab.initiate(b);
     let st = wait_timeout(&mut flooder, Duration::from_secs(20)).expect("flooder finishes");

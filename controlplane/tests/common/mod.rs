@@ -105,3 +105,21 @@ pub(crate) fn field(json: &str, key: &str) -> f64 {
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end].trim().parse().unwrap_or_else(|_| panic!("{key} in {json}"))
 }
+
+/// Why a test that needs root, DPDK and strongSwan cannot run here (`None`: it can).
+pub(crate) fn dpdk_interop_skip_reason() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    if uid != Some("0") {
+        return Some("not running as root".into());
+    }
+    if !dialgate_ffi::AVAILABLE {
+        return Some("built without DPDK".into());
+    }
+    for tool in ["/usr/sbin/charon-systemd", "/usr/sbin/swanctl"] {
+        if !std::path::Path::new(tool).exists() {
+            return Some(format!("{tool} is missing (run scripts/setup)"));
+        }
+    }
+    None
+}
