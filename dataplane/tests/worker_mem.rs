@@ -418,19 +418,55 @@ fn unresolved_next_hop_sends_arp_then_forwards_after_the_reply() {
     f.inject(WAN, &f.esp_from_client(VIP, b"one"));
     f.inject(WAN, &f.esp_from_client(VIP, b"two"));
     f.pump();
-    assert_eq!(f.drops(DropReason::NoRoute), 2);
+    // Held for the ARP answer, not dropped.
+    assert_eq!(f.drops(DropReason::NoRoute), 0);
     assert_eq!(f.worker.stats().get(Counter::NeighbourMisses), 2);
+    assert_eq!(f.worker.stats().get(Counter::NeighbourHeld), 2);
     let arp = f.net.drain_tx(LAN, 0);
     assert_eq!(arp.len(), 1, "one request per neighbour per clock tick");
     assert_eq!(arp[0][..42], frames::arp(Operation::Request, f.lan_mac, GW_LAN, [0; 6], HOST)[..]);
     f.inject(LAN, &frames::arp(Operation::Reply, HOST_MAC, HOST, f.lan_mac, GW_LAN));
     f.pump();
     assert_eq!(f.worker.neighbour(LAN, HOST), Some(HOST_MAC));
+    // The held packets left in order, addressed to the MAC just learned.
+    let out = f.net.drain_tx(LAN, 0);
+    assert_eq!(out.len(), 2);
+    assert!(out[0].ends_with(b"one") && out[1].ends_with(b"two"));
+    assert_eq!(&out[0][..6], &HOST_MAC);
+    assert_eq!(f.worker.stats().get(Counter::NeighbourReleased), 2);
     f.inject(WAN, &f.esp_from_client(VIP, b"three"));
     f.pump();
     let out = f.net.drain_tx(LAN, 0);
     assert_eq!(out.len(), 1);
     assert!(out[0].ends_with(b"three"));
+    assert_eq!(f.net.free_buffers(), 4096, "nothing left behind");
+}
+
+#[test]
+fn the_hold_queue_is_bounded_and_expires() {
+    let mut f = fx();
+    // Four packets for one silent neighbour: three held, the fourth dropped.
+    for i in 0..4u8 {
+        f.inject(WAN, &f.esp_from_client(VIP, &[b'a' + i]));
+    }
+    f.pump();
+    assert_eq!(f.worker.stats().get(Counter::NeighbourHeld), 3);
+    assert_eq!(f.drops(DropReason::NoRoute), 1);
+    assert_eq!(f.net.drain_tx(LAN, 0).len(), 1, "the ARP request");
+    assert_eq!(f.net.free_buffers(), 4096 - 3, "three buffers held");
+    // Nobody answers: after the hold time they are dropped and their buffers come back.
+    f.control.clock.set(1);
+    f.pump();
+    f.control.clock.set(20);
+    f.pump();
+    f.net.drain_tx(LAN, 0);
+    assert_eq!(f.drops(DropReason::NoRoute), 4);
+    assert_eq!(f.net.free_buffers(), 4096);
+    // An answer after that finds nothing to release.
+    f.inject(LAN, &frames::arp(Operation::Reply, HOST_MAC, HOST, f.lan_mac, GW_LAN));
+    f.pump();
+    assert_eq!(f.net.drain_tx(LAN, 0).len(), 0);
+    assert_eq!(f.worker.stats().get(Counter::NeighbourReleased), 0);
 }
 
 #[test]

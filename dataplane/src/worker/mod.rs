@@ -26,8 +26,10 @@
 //!
 //! then flush the per-port tx bursts when full, every `drain_polls` iterations, or when an
 //! iteration received nothing. Unresolved next hops trigger an ARP request (at most one per
-//! neighbour per coarse-clock tick) and the packet is dropped (`NoRoute`, and the
-//! `NeighbourMisses` counter).
+//! neighbour per coarse-clock tick); the packet waits for the answer in a small hold queue
+//! (`HOLD_PER_NEIGHBOUR` per neighbour, `HOLD_TOTAL` in all, `HOLD_TICKS` at most), so the first
+//! packet of a conversation is not lost, and is dropped (`NoRoute`) when the queue is full or
+//! nobody answers. `NeighbourMisses` counts every such packet, `NeighbourHeld` the held ones.
 //!
 //! The loop never allocates, locks, sleeps or calls the OS (rings are lock-free arrays
 //! allocated up front; freeing a packet buffer returns it to its pool). Drop paths are
@@ -453,6 +455,24 @@ struct State<B> {
     fw: Option<Firewall>,
     /// Packets waiting for the firewall stage of the current burst (see `firewall`).
     staged: arrayvec::ArrayVec<Option<Staged<B>>, { crate::port::BURST }>,
+    /// Packets waiting for an ARP answer, oldest first.
+    held: arrayvec::ArrayVec<Held<B>, HOLD_TOTAL>,
+}
+
+/// Packets held for unresolved neighbours, in all and per neighbour (Linux's old `unres_qlen`
+/// was 3): enough for the first packets of a conversation, too few to hoard buffers.
+const HOLD_TOTAL: usize = 16;
+const HOLD_PER_NEIGHBOUR: usize = 3;
+/// Coarse-clock ticks a held packet waits for the ARP answer (the DPDK driver ticks every
+/// 100 ms: one second, the time of a few ARP retries).
+const HOLD_TICKS: u32 = 10;
+
+/// A packet for `ip` on `port`, waiting since tick `since` for its neighbour's MAC.
+struct Held<B> {
+    port: u16,
+    ip: Ipv4Addr,
+    since: u32,
+    buf: B,
 }
 
 /// A poll-mode worker over any [`PacketIo`].
@@ -507,6 +527,7 @@ impl<P: PacketIo> Worker<P> {
             polls: 0,
             fw,
             staged: arrayvec::ArrayVec::new(),
+            held: arrayvec::ArrayVec::new(),
         };
         Ok(Worker { io, reader: link.reader, outbound: link.outbound, policy: link.policy, st })
     }
@@ -597,6 +618,9 @@ impl<P: PacketIo> Worker<P> {
             fw.flush_counts(pol);
             fw.sweep(st.clock.now(), n == 0);
         }
+        if !st.held.is_empty() {
+            st.expire_held();
+        }
         st.shared.stats.add(Counter::Polls, 1);
         n
     }
@@ -645,6 +669,7 @@ impl<B: PacketBuf + Send> State<B> {
                 Command::RouteDel { prefix, len } => self.routes.remove(prefix, len),
                 Command::NeighbourAdd { port, ip, mac } => {
                     self.neigh.set(port, ip, mac);
+                    self.release_held(port, ip, mac);
                     true
                 }
             };
@@ -929,9 +954,48 @@ impl<B: PacketBuf + Send> State<B> {
     #[cold]
     fn unresolved<P: PacketIo<Buf = B>>(&mut self, io: &mut P, port: u16, ip: Ipv4Addr, buf: B) {
         self.shared.stats.add(Counter::NeighbourMisses, 1);
-        self.drop_pkt(DropReason::NoRoute, buf);
+        let waiting = self.held.iter().filter(|h| h.port == port && h.ip == ip).count();
+        if waiting < HOLD_PER_NEIGHBOUR && !self.held.is_full() {
+            self.shared.stats.add(Counter::NeighbourHeld, 1);
+            self.held.push(Held { port, ip, since: self.clock.now(), buf });
+        } else {
+            self.drop_pkt(DropReason::NoRoute, buf);
+        }
         if self.neigh.should_ask(port, ip, self.clock.now()) {
             self.arp_request(io, port, ip);
+        }
+    }
+
+    /// `ip` on `port` is at `mac` now: its held packets leave, in the order they came.
+    #[cold]
+    fn release_held(&mut self, port: u16, ip: Ipv4Addr, mac: [u8; 6]) {
+        let Some(src_mac) = self.ports.get(usize::from(port)).map(|p| p.mac) else { return };
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].port != port || self.held[i].ip != ip {
+                i += 1;
+                continue;
+            }
+            let mut buf = self.held.remove(i).buf;
+            let Some(h) = buf.prepend(ethernet::HEADER_LEN) else {
+                self.drop_pkt(DropReason::NoHeadroom, buf);
+                continue;
+            };
+            h[0..6].copy_from_slice(&mac);
+            h[6..12].copy_from_slice(&src_mac);
+            h[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+            self.shared.stats.add(Counter::NeighbourReleased, 1);
+            self.tx_push_port(port, buf);
+        }
+    }
+
+    /// Drops held packets whose neighbour did not answer within `HOLD_TICKS`.
+    #[cold]
+    fn expire_held(&mut self) {
+        let now = self.clock.now();
+        while self.held.first().is_some_and(|h| now.wrapping_sub(h.since) > HOLD_TICKS) {
+            let h = self.held.remove(0);
+            self.drop_pkt(DropReason::NoRoute, h.buf);
         }
     }
 
@@ -979,6 +1043,9 @@ impl<B: PacketBuf + Send> State<B> {
             if self.neigh.set(port, sender, smac) {
                 self.shared.stats.add(Counter::NeighboursLearned, 1);
                 self.event(Event::NeighbourLearned { port, ip: sender, mac: smac });
+            }
+            if !self.held.is_empty() {
+                self.release_held(port, sender, smac);
             }
         }
         if repr.operation != arp::Operation::Request {

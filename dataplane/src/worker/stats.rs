@@ -29,8 +29,13 @@ pub enum Counter {
     ArpRequests,
     /// Neighbours learned from ARP.
     NeighboursLearned,
-    /// Packets dropped because the next hop was not resolved yet (also counted as `NoRoute`).
+    /// Packets whose next hop was not resolved yet (held for the ARP answer, or dropped as
+    /// `NoRoute` when the hold queue is full).
     NeighbourMisses,
+    /// Packets held for an ARP answer.
+    NeighbourHeld,
+    /// Held packets sent once their neighbour answered.
+    NeighbourReleased,
     /// ICMP echo replies sent.
     EchoReplies,
     /// IKE datagrams handed to the control plane.
@@ -69,6 +74,8 @@ impl Counter {
         Counter::ArpRequests,
         Counter::NeighboursLearned,
         Counter::NeighbourMisses,
+        Counter::NeighbourHeld,
+        Counter::NeighbourReleased,
         Counter::EchoReplies,
         Counter::Exceptions,
         Counter::Keepalives,
@@ -93,6 +100,8 @@ impl Counter {
             Counter::ArpRequests => "arp_requests",
             Counter::NeighboursLearned => "neighbours_learned",
             Counter::NeighbourMisses => "neighbour_misses",
+            Counter::NeighbourHeld => "neighbour_held",
+            Counter::NeighbourReleased => "neighbour_released",
             Counter::EchoReplies => "echo_replies",
             Counter::Exceptions => "exceptions",
             Counter::Keepalives => "keepalives",
