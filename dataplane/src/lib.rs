@@ -6,6 +6,7 @@
 pub mod buf;
 pub mod coremap;
 pub mod esp;
+pub mod hugemem;
 pub mod nat;
 pub mod pcap;
 pub mod policy;

@@ -48,6 +48,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::hugemem::HugeSlice;
 use crate::policy::{FlowKey, PolicySet, Verdict};
 use crate::wire::{checksum, ip_proto, ipv4};
 
@@ -431,7 +432,7 @@ impl Rev {
 /// An open-addressed index: slot = (hash << 32) | (entry + 1), 0 = empty.
 #[derive(Debug)]
 struct Index {
-    slots: Box<[u64]>,
+    slots: HugeSlice<u64>,
     mask: usize,
 }
 
@@ -439,7 +440,7 @@ impl Index {
     fn new(capacity: u32) -> Index {
         // At most 50 % load: probes stay short and an empty slot always ends a search.
         let n = (capacity as usize * 2).next_power_of_two().max(16);
-        Index { slots: vec![0; n].into_boxed_slice(), mask: n - 1 }
+        Index { slots: HugeSlice::new(n, 0), mask: n - 1 }
     }
 
     #[inline]
@@ -653,7 +654,7 @@ fn rewrite(pkt: &mut [u8], l4: &L4, is_src: bool, addr: u32, port: u16) {
 #[derive(Debug)]
 pub struct ConnTable {
     cfg: NatConfig,
-    entries: Box<[Entry]>,
+    entries: HugeSlice<Entry>,
     free: Vec<u32>,
     fwd: Index,
     rev: Index,
@@ -676,7 +677,7 @@ impl ConnTable {
             verdict: None,
         };
         ConnTable {
-            entries: vec![empty; cap as usize].into_boxed_slice(),
+            entries: HugeSlice::new(cap as usize, empty),
             free: (0..cap).rev().collect(),
             fwd: Index::new(cap),
             rev: Index::new(cap),
