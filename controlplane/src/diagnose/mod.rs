@@ -360,6 +360,8 @@ struct State {
     posture: Option<PostureRenderer>,
     client_uid: Option<ClientUid>,
     approvals: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Dial-up instance indexes in use, per tunnel.
+    instances: HashMap<String, InstancePool>,
     /// Restart counters of supervised control-plane tasks, by name.
     restarts: Vec<(&'static str, Arc<std::sync::atomic::AtomicU64>)>,
     ike_created: u64,
@@ -586,9 +588,7 @@ impl Diag {
                     if e.index.is_none() {
                         // FortiOS numbers dial-up instances with the lowest free index.
                         let tunnel = e.tunnel.clone();
-                        let used: HashSet<u32> =
-                            s.sas.values().filter(|x| x.tunnel == tunnel).filter_map(|x| x.index).collect();
-                        let index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
+                        let index = s.instances.entry(tunnel).or_default().take();
                         if let Some(e) = s.sas.get_mut(spi) {
                             e.index = Some(index);
                         }
@@ -626,6 +626,9 @@ impl Diag {
                     if let Some(e) = s.sas.remove(spi) {
                         for c in &e.children {
                             s.pushed.remove(&c.inbound_spi);
+                        }
+                        if let (Some(i), Some(pool)) = (e.index, s.instances.get_mut(&e.tunnel)) {
+                            pool.put(i);
                         }
                     }
                     let _: &CloseReason = reason;
@@ -785,6 +788,31 @@ impl Diag {
             streams: s.streams.len(),
             dropped_lines: s.dropped_lines,
         }) + &restarts_line(&s.restarts)
+    }
+}
+
+/// The instance indexes of one dial-up tunnel (`NAME_0`, `NAME_1`, …): always the lowest free
+/// one, in O(log n) — a scan of every SA per login made 100 000 tunnels quadratic.
+#[derive(Default)]
+struct InstancePool {
+    /// Every index below `next` is in use unless it is in `free`.
+    next: u32,
+    free: std::collections::BinaryHeap<std::cmp::Reverse<u32>>,
+}
+
+impl InstancePool {
+    fn take(&mut self) -> u32 {
+        match self.free.pop() {
+            Some(std::cmp::Reverse(i)) => i,
+            None => {
+                self.next += 1;
+                self.next - 1
+            }
+        }
+    }
+
+    fn put(&mut self, i: u32) {
+        self.free.push(std::cmp::Reverse(i));
     }
 }
 

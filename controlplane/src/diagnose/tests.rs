@@ -123,6 +123,19 @@ fn registry_names_instances_and_forgets_closed_sas() {
     login(&mut log, 0xcc, "Test", [10, 40, 40, 4].into(), 0xc000_0303);
     let s = d.snapshot();
     assert_eq!(s.sas.iter().find(|e| e.spi == 0xcc).unwrap().name(), "Test-Dialup_0");
+    // Always the lowest free one: 2 next, then 0 and 1 once both are free again.
+    login(&mut log, 0xdd, "Test3", [10, 40, 40, 5].into(), 0xc000_0404);
+    for spi in [0xbb, 0xcc] {
+        log.handle(Event::IkeSaClosed { spi, reason: CloseReason::Deleted }, &mut sink);
+    }
+    login(&mut log, 0xee, "Test4", [10, 40, 40, 6].into(), 0xc000_0505);
+    login(&mut log, 0xff, "Test5", [10, 40, 40, 7].into(), 0xc000_0606);
+    let s = d.snapshot();
+    let name = |spi: u64| s.sas.iter().find(|e| e.spi == spi).unwrap().name();
+    assert_eq!(
+        (name(0xdd), name(0xee), name(0xff)),
+        ("Test-Dialup_2".into(), "Test-Dialup_0".into(), "Test-Dialup_1".into())
+    );
 }
 
 #[test]
