@@ -22,7 +22,7 @@
 pub mod mschapv2;
 pub mod totp;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use subtle::ConstantTimeEq;
@@ -163,7 +163,8 @@ struct UserState {
 /// Users, groups and tokens from the configuration, with the authentication state.
 pub struct UserDb {
     users: HashMap<String, UserRecord>,
-    groups: HashMap<String, Vec<String>>,
+    /// Members by group; a set, so a login in a group of thousands is one lookup.
+    groups: HashMap<String, HashSet<String>>,
     state: HashMap<String, UserState>,
     policy: LockoutPolicy,
     candidates_checked: u64,
@@ -264,7 +265,7 @@ impl UserDb {
             self.users.insert(u.name.to_lowercase(), rec);
         }
         self.state.retain(|k, _| self.users.contains_key(k));
-        self.groups = cfg.groups.iter().map(|g| (g.name.clone(), g.member.clone())).collect();
+        self.groups = cfg.groups.iter().map(|g| (g.name.clone(), g.member.iter().cloned().collect())).collect();
     }
 
     /// Secrets hashed and compared so far by [`UserDb::verify_mschapv2`] and
