@@ -14,7 +14,7 @@ use std::ptr::NonNull;
 /// The huge page size on x86-64 and arm64 (with 4 KiB base pages).
 const HUGE: usize = 2 << 20;
 
-/// A fixed-length slice of `T`, 2 MiB-aligned, advised onto huge pages.
+/// A fixed-length slice of `T`; from 2 MiB up, 2 MiB-aligned and advised onto huge pages.
 pub struct HugeSlice<T: Copy> {
     ptr: NonNull<T>,
     len: usize,
@@ -30,19 +30,27 @@ unsafe impl<T: Copy + Sync> Sync for HugeSlice<T> {}
 impl<T: Copy> HugeSlice<T> {
     /// `len` copies of `fill`.
     pub fn new(len: usize, fill: T) -> HugeSlice<T> {
-        let bytes = std::mem::size_of::<T>().checked_mul(len.max(1)).expect("table size");
+        let bytes = std::mem::size_of::<T>().checked_mul(len.max(1)).expect("table size").max(1);
+        // A table smaller than one huge page stays ordinary memory: a huge page for it would
+        // mostly be waste (and small tables fit the TLB anyway).
+        let huge = bytes >= HUGE;
         // Rounded up to whole huge pages: the last one is not shared with other allocations.
-        let size = bytes.div_ceil(HUGE) * HUGE;
-        let align = HUGE.max(std::mem::align_of::<T>());
+        let (size, align) = if huge {
+            (bytes.div_ceil(HUGE) * HUGE, HUGE.max(std::mem::align_of::<T>()))
+        } else {
+            (bytes, std::mem::align_of::<T>())
+        };
         let layout = Layout::from_size_align(size, align).expect("table layout");
         // SAFETY: `layout` has a non-zero size.
         let raw = unsafe { alloc(layout) };
         let Some(ptr) = NonNull::new(raw.cast::<T>()) else { handle_alloc_error(layout) };
-        // Before the first write, so the pages are faulted in as huge pages. A refusal (THP off,
-        // old kernel) leaves ordinary pages: only slower.
-        // SAFETY: the range is exactly the allocation just made, page-aligned.
-        unsafe {
-            libc::madvise(raw.cast(), size, libc::MADV_HUGEPAGE);
+        if huge {
+            // Before the first write, so the pages are faulted in as huge pages. A refusal (THP
+            // off, old kernel) leaves ordinary pages: only slower.
+            // SAFETY: the range is exactly the allocation just made, 2 MiB-aligned.
+            unsafe {
+                libc::madvise(raw.cast(), size, libc::MADV_HUGEPAGE);
+            }
         }
         for i in 0..len {
             // SAFETY: `i < len` elements fit in the allocation, which is aligned for `T`.
@@ -94,5 +102,9 @@ mod tests {
         assert_eq!(s[299_999], 9);
         let empty: HugeSlice<u32> = HugeSlice::new(0, 0);
         assert!(empty.is_empty());
+        // Small tables are ordinary allocations, aligned for their type only.
+        let small = HugeSlice::new(1000, [3u8; 64]);
+        assert_eq!(small.len(), 1000);
+        assert!(small.iter().all(|e| e[63] == 3));
     }
 }
