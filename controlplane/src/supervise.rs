@@ -91,7 +91,7 @@ where
 /// The responder loop's guard: runs each step under `catch_unwind`.
 #[derive(Debug, Default)]
 pub struct Step {
-    restarts: u64,
+    restarts: Arc<AtomicU64>,
 }
 
 impl Step {
@@ -100,14 +100,19 @@ impl Step {
     /// between calls, and a half-handled message is like a lost one (the peer retransmits).
     pub fn run<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, String> {
         catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-            self.restarts += 1;
+            self.restarts.fetch_add(1, Ordering::Relaxed);
             panic_message(&*p)
         })
     }
 
     /// Failed steps so far.
     pub fn restarts(&self) -> u64 {
-        self.restarts
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// A counter that follows [`Step::restarts`] (for `diagnose`).
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.restarts.clone()
     }
 }
 

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,12 +43,11 @@ use dialgate_ike::proposal::EspSuite;
 use dialgate_ike::responder::{AddressPool, ChildSa, Path, Responder, SpiSource, UserVerifier};
 use zeroize::Zeroizing;
 
-use super::{EventLog, SaSink};
+use super::{EventLog, LoopGuard, SaSink};
 use crate::config::objects::InterfaceRole;
 use crate::config::Config;
 use crate::diagnose::SaStats;
 use crate::firewall::{self, GroupMap, InterfaceMap};
-use crate::supervise::Step;
 
 /// Coarse-clock resolution handed to the workers (ARP retry pacing, last-seen stamps).
 const TICK: Duration = Duration::from_millis(100);
@@ -709,12 +708,8 @@ where
     let mut lines = Vec::new();
     let mut last_stats = Instant::now();
     // The workers forward on their own cores whatever happens here; a failed step is contained,
-    // logged and counted, and the loop goes on (see `supervise`).
-    let mut step = Step::default();
-    let restarts = Arc::new(AtomicU64::new(0));
-    if let Some(d) = log.diag() {
-        d.watch_restarts("ike", restarts.clone());
-    }
+    // logged and counted, and the loop goes on (see `LoopGuard`).
+    let mut guard = LoopGuard::new(log);
     loop {
         let wake = tokio::select! {
             () = &mut shutdown => break,
@@ -723,10 +718,7 @@ where
             Some(user) = super::next_approval(&mut approvals) => Wake::Approve(user),
             _ = tick.tick() => Wake::Tick,
         };
-        let r = step.run(|| {
-            if log.diag().is_some_and(crate::diagnose::Diag::take_fault_drill) {
-                panic!("fault drill (diagnose test application ike fault)");
-            }
+        let failed = guard.run(log, |log| {
             match wake {
                 Wake::Reload => reload(responder, dp),
                 Wake::Delete(spi, why) => {
@@ -744,13 +736,9 @@ where
             }
             service(responder, dp, log, &mut lines, &mut last_stats);
         });
-        if let Err(why) = r {
-            restarts.store(step.restarts(), Ordering::Relaxed);
+        if failed {
+            // The step may have stopped between datagrams: the next events are nobody's.
             log.set_peer(None);
-            log.line(
-                None,
-                &format!("control-plane step failed: {why}; contained, the loop goes on (restart {})", step.restarts()),
-            );
         }
     }
     publish(responder, dp, log);

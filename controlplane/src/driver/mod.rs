@@ -26,6 +26,7 @@ use dialgate_ike::proposal::EspSuite;
 use dialgate_ike::responder::{ChildSa, CloseReason, Event, Path};
 
 use crate::diagnose::{Diag, EventSource};
+use crate::supervise::Step;
 
 /// Where negotiated CHILD_SAs go: the seam to the data plane.
 pub trait SaSink {
@@ -325,6 +326,37 @@ impl EventLog {
                 );
             }
         }
+    }
+}
+
+/// The supervision both drivers put around the responder loop: each step runs under
+/// [`Step`], `diagnose test application ike fault` fails the next one, and a failure is logged,
+/// counted (`supervision: ike_restarts=N` in `vpn ike stats`) and contained — the loop goes on.
+pub(crate) struct LoopGuard(Step);
+
+impl LoopGuard {
+    /// A guard whose restarts `log`'s `diagnose` handle shows.
+    pub(crate) fn new(log: &EventLog) -> Self {
+        let step = Step::default();
+        if let Some(d) = log.diag() {
+            d.watch_restarts("ike", step.counter());
+        }
+        LoopGuard(step)
+    }
+
+    /// Runs one step; `true` when it failed (and was logged).
+    pub(crate) fn run(&mut self, log: &mut EventLog, f: impl FnOnce(&mut EventLog)) -> bool {
+        let drill = log.diag().is_some_and(Diag::take_fault_drill);
+        let r = self.0.run(|| {
+            if drill {
+                panic!("fault drill (diagnose test application ike fault)");
+            }
+            f(log);
+        });
+        let Err(why) = r else { return false };
+        let n = self.0.restarts();
+        log.line(None, &format!("control-plane step failed: {why}; contained, the loop goes on (restart {n})"));
+        true
     }
 }
 

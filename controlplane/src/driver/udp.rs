@@ -14,16 +14,13 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use dialgate_ike::crypto::Entropy;
 use dialgate_ike::responder::{AddressPool, Path, Responder, UserVerifier};
 use tokio::net::UdpSocket;
 
-use super::{EventLog, SaSink};
-use crate::supervise::Step;
+use super::{EventLog, LoopGuard, SaSink};
 
 /// The non-ESP marker before IKE messages on port 4500 (RFC 3948 §2.2).
 pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
@@ -153,10 +150,8 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
     let mut buf_ike = vec![0u8; 65536];
     let mut buf_natt = vec![0u8; 65536];
     tokio::pin!(shutdown);
-    let mut step = Step::default();
-    let restarts = Arc::new(AtomicU64::new(0));
+    let mut guard = LoopGuard::new(log);
     if let Some(d) = log.diag() {
-        d.watch_restarts("ike", restarts.clone());
         d.set_driver_counters("udp", &counters.fields());
         d.set_responder_stats(responder.stats());
     }
@@ -176,7 +171,7 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
                     counters.ike_rx += 1;
                     let path = Path { remote: from, local: local_ike };
                     log.set_peer(Some(path));
-                    guarded(&mut step, &restarts, log, || responder.handle_datagram(Instant::now(), path, &buf_ike[..n]));
+                    guard.run(log, |_| responder.handle_datagram(Instant::now(), path, &buf_ike[..n]));
                 }
             }
             r = sockets.natt.recv_from(&mut buf_natt) => {
@@ -186,7 +181,7 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
                             counters.ike_rx += 1;
                             let path = Path { remote: from, local: local_natt };
                             log.set_peer(Some(path));
-                            guarded(&mut step, &restarts, log, || responder.handle_datagram(Instant::now(), path, m));
+                            guard.run(log, |_| responder.handle_datagram(Instant::now(), path, m));
                         }
                         NattDatagram::Keepalive => counters.keepalives += 1,
                         NattDatagram::Esp(_) => counters.esp_dropped += 1,
@@ -196,19 +191,19 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
             }
             () = timer => {
                 log.set_peer(None);
-                guarded(&mut step, &restarts, log, || responder.handle_timeout(Instant::now()));
+                guard.run(log, |_| responder.handle_timeout(Instant::now()));
             }
             Some((spi, why)) = super::next_delete(&mut deletes) => {
                 log.set_peer(None);
                 log.line(None, &format!("deleting IKE SA {spi:016x}: {why}"));
-                guarded(&mut step, &restarts, log, || {
+                guard.run(log, |_| {
                     responder.delete_ike_sa(spi, Instant::now());
                 });
             }
             Some(user) = super::next_approval(&mut approvals) => {
                 log.set_peer(None);
                 let mut n = 0;
-                guarded(&mut step, &restarts, log, || n = responder.approve_token(&user, Instant::now()));
+                guard.run(log, |_| n = responder.approve_token(&user, Instant::now()));
                 log.line(None, &format!("token push for user \"{user}\" approved by the administrator ({n} pending)"));
             }
         }
@@ -220,25 +215,6 @@ pub async fn run<R: Entropy, V: UserVerifier, P: AddressPool>(
         }
     }
     Ok(counters)
-}
-
-/// Runs one responder call under the loop's supervision: a failure is contained, logged and
-/// counted, and the loop goes on (the UDP sockets and every other SA are untouched).
-fn guarded(step: &mut Step, restarts: &AtomicU64, log: &mut EventLog, f: impl FnOnce()) {
-    let drill = log.diag().is_some_and(crate::diagnose::Diag::take_fault_drill);
-    let r = step.run(|| {
-        if drill {
-            panic!("fault drill (diagnose test application ike fault)");
-        }
-        f();
-    });
-    if let Err(why) = r {
-        restarts.store(step.restarts(), Ordering::Relaxed);
-        log.line(
-            None,
-            &format!("control-plane step failed: {why}; contained, the loop goes on (restart {})", step.restarts()),
-        );
-    }
 }
 
 #[cfg(test)]
