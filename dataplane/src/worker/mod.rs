@@ -467,6 +467,16 @@ const HOLD_PER_NEIGHBOUR: usize = 3;
 /// 100 ms: one second, the time of a few ARP retries).
 const HOLD_TICKS: u32 = 10;
 
+/// Prepends the Ethernet header of an IPv4 packet from `src` to `dst`; `false` without headroom.
+#[inline]
+fn push_ethernet<B: PacketBuf>(buf: &mut B, dst: [u8; 6], src: [u8; 6]) -> bool {
+    let Some(h) = buf.prepend(ethernet::HEADER_LEN) else { return false };
+    h[0..6].copy_from_slice(&dst);
+    h[6..12].copy_from_slice(&src);
+    h[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    true
+}
+
 /// A packet for `ip` on `port`, waiting since tick `since` for its neighbour's MAC.
 struct Held<B> {
     port: u16,
@@ -944,10 +954,9 @@ impl<B: PacketBuf + Send> State<B> {
             return self.drop_pkt(DropReason::NoRoute, buf);
         };
         let Some(dst_mac) = self.neigh.lookup(port, next_hop) else { return self.unresolved(io, port, next_hop, buf) };
-        let Some(h) = buf.prepend(ethernet::HEADER_LEN) else { return self.drop_pkt(DropReason::NoHeadroom, buf) };
-        h[0..6].copy_from_slice(&dst_mac);
-        h[6..12].copy_from_slice(&src_mac);
-        h[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        if !push_ethernet(&mut buf, dst_mac, src_mac) {
+            return self.drop_pkt(DropReason::NoHeadroom, buf);
+        }
         self.send(io, port, buf);
     }
 
@@ -977,13 +986,10 @@ impl<B: PacketBuf + Send> State<B> {
                 continue;
             }
             let mut buf = self.held.remove(i).buf;
-            let Some(h) = buf.prepend(ethernet::HEADER_LEN) else {
+            if !push_ethernet(&mut buf, mac, src_mac) {
                 self.drop_pkt(DropReason::NoHeadroom, buf);
                 continue;
-            };
-            h[0..6].copy_from_slice(&mac);
-            h[6..12].copy_from_slice(&src_mac);
-            h[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+            }
             self.shared.stats.add(Counter::NeighbourReleased, 1);
             self.tx_push_port(port, buf);
         }
