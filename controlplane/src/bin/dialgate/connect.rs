@@ -215,11 +215,12 @@ async fn many(args: Args) -> ExitCode {
     let args = std::sync::Arc::new(args);
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(args.parallel));
     let started = tokio::time::Instant::now();
-    let hold_until = std::sync::Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
+    // When every client stops holding: set once the last negotiation is done.
+    let (end_tx, end_rx) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
     let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut tasks = tokio::task::JoinSet::new();
     for n in 1..=args.count {
-        let (args, gate, hold_until, up_tx) = (args.clone(), gate.clone(), hold_until.clone(), up_tx.clone());
+        let (args, gate, mut end_rx, up_tx) = (args.clone(), gate.clone(), end_rx.clone(), up_tx.clone());
         tasks.spawn(async move {
             let mut out = Outcome::default();
             let mut opts = args.opts.clone();
@@ -245,18 +246,24 @@ async fn many(args: Args) -> ExitCode {
                 return out;
             }
             // Every client holds until the same instant: the end of the hold after the last setup.
-            let every = args.keepalive.unwrap_or(Duration::from_secs(1));
-            let mut next_keepalive = tokio::time::Instant::now() + every;
+            let mut next_keepalive = args.keepalive.map(|k| tokio::time::Instant::now() + k);
             loop {
-                let end = *hold_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let wake = end.map_or(next_keepalive, |e| next_keepalive.min(e));
-                tokio::time::sleep_until(wake).await;
+                let end = *end_rx.borrow_and_update();
                 if end.is_some_and(|e| tokio::time::Instant::now() >= e) {
                     return out;
                 }
-                if tokio::time::Instant::now() >= next_keepalive {
-                    next_keepalive += every;
-                    if args.keepalive.is_some() {
+                let wake = match (end, next_keepalive) {
+                    (Some(e), Some(k)) => Some(e.min(k)),
+                    (e, k) => e.or(k),
+                };
+                tokio::select! {
+                    // The end became known (or the sender is gone): look again.
+                    _ = end_rx.changed() => continue,
+                    () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
+                }
+                if let (Some(k), Some(every)) = (next_keepalive, args.keepalive) {
+                    if tokio::time::Instant::now() >= k {
+                        next_keepalive = Some(k + every);
                         match c.send_notifies(Vec::new(), opts.timeout).await {
                             Ok(()) => out.keepalives += 1,
                             Err(_) => out.failed_keepalives += 1,
@@ -282,7 +289,7 @@ async fn many(args: Args) -> ExitCode {
         args.count as f64 / elapsed.as_secs_f64().max(1e-9)
     );
     let hold = args.hold.unwrap_or_default();
-    *hold_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now() + hold);
+    let _ = end_tx.send(Some(tokio::time::Instant::now() + hold));
     if args.hold.is_some() {
         println!("connect: holding for {} s", hold.as_secs());
     }
