@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use crate::hugemem::HugeSlice;
 use crate::policy::{FlowKey, PolicySet, Verdict};
-use crate::wire::{checksum, ip_proto, ipv4};
+use crate::wire::{checksum, ip_proto};
 
 /// Per-protocol idle timeouts, in ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,7 +277,7 @@ impl NatCounters {
 /// [`ConnTable::parse_reply`]): prefetch with it ([`ConnTable::prefetch`]), then translate with
 /// it ([`ConnTable::admit_parsed`], [`ConnTable::reply_parsed`]) — the packet's addresses and
 /// ports must not change in between.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Parsed {
     l4: L4,
     /// The forward (outbound) or reply hash; 0 for an untracked protocol.
@@ -388,6 +388,42 @@ struct Entry {
     /// The verdict that admitted the flow, cached so a packet of a known flow skips the policy
     /// lookup while the set that gave it is still the running one.
     verdict: Option<Verdict>,
+    /// Checksum adjustments of the translation, fixed for the life of the entry.
+    sums: Sums,
+}
+
+const _: () = assert!(core::mem::size_of::<Entry>() == 64, "an entry is one cache line");
+
+/// The RFC 1624 sums (Σ ~old + new, folded) that a flow's translation adds to the IPv4 and L4
+/// checksums, one pair per direction. Old and new values are the same for every packet of
+/// the flow, so they are summed once when the entry is made rather than per packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Sums {
+    /// Whether packets are rewritten at all (false for a tracked, untranslated flow).
+    translated: bool,
+    fwd_ip: u16,
+    fwd_l4: u16,
+    rev_ip: u16,
+    rev_l4: u16,
+}
+
+impl Sums {
+    fn of(fwd: &Fwd, nat_addr: u32, nat_port: u16) -> Sums {
+        let one_way = |from_addr: u32, from_port: u16, to_addr: u32, to_port: u16| {
+            let mut ip = Delta(0);
+            ip.addr(from_addr, to_addr);
+            let mut l4 = Delta(0);
+            // ICMP has no pseudo-header: only the echo id enters its checksum.
+            if fwd.proto != ip_proto::ICMP {
+                l4.addr(from_addr, to_addr);
+            }
+            l4.word(from_port, to_port);
+            (checksum::fold(ip.0), checksum::fold(l4.0))
+        };
+        let (fwd_ip, fwd_l4) = one_way(fwd.src, fwd.sport, nat_addr, nat_port);
+        let (rev_ip, rev_l4) = one_way(nat_addr, nat_port, fwd.src, fwd.sport);
+        Sums { translated: nat_addr != fwd.src || nat_port != fwd.sport, fwd_ip, fwd_l4, rev_ip, rev_l4 }
+    }
 }
 
 impl Entry {
@@ -489,7 +525,7 @@ impl Index {
 }
 
 /// Where the L4 fields of a parsed packet are.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct L4 {
     proto: u8,
     /// Offset of the L4 header (at most 60: IHL is 4 bits of 32-bit words).
@@ -511,6 +547,7 @@ const TCP_RST: u8 = 0x04;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
+#[inline(always)]
 fn parse(pkt: &[u8]) -> Result<L4, NatError> {
     let l4 = parse_any(pkt)?;
     match l4.proto {
@@ -556,29 +593,56 @@ pub fn flow_key(pkt: &[u8], base: &FlowKey) -> Result<FlowKey, NatError> {
 
 /// Parses any IPv4 packet that is not a fragment; ports stay 0 for protocols without them.
 fn parse_any(pkt: &[u8]) -> Result<L4, NatError> {
-    let ip = ipv4::Packet::new_checked(pkt).map_err(|_| NatError::Malformed)?;
-    if ip.version() != 4 {
+    let mut l4 = L4::default();
+    parse_into(pkt, &mut l4)?;
+    Ok(l4)
+}
+
+/// [`parse_any`] into `r`, field by field (`r` is left in an unspecified state on error).
+///
+/// This runs for every packet through the firewall. The fixed header is read once as an
+/// array (one bounds check, not one per field), and the fields are stored straight where the
+/// worker keeps them: building the struct on the stack and copying it over read back, with
+/// wide loads, what narrow stores had just written, and the failed store forwarding cost
+/// more than the parse.
+#[inline(always)]
+fn parse_into(pkt: &[u8], r: &mut L4) -> Result<(), NatError> {
+    let Some(h) = pkt.first_chunk::<20>() else { return Err(NatError::Malformed) };
+    let off = usize::from(h[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if h[0] >> 4 != 4 || off < 20 || total < off || total > pkt.len() {
         return Err(NatError::Malformed);
     }
-    if ip.is_fragment() {
+    // More-fragments flag or a fragment offset.
+    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
         return Err(NatError::Fragment);
     }
-    let off = usize::from(ip.header_len());
-    let l4 = ip.payload();
-    let be = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
-    let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
-    let proto = ip.next_header();
-    let mut r = L4 { proto, off: off as u8, src, dst, sport: 0, dport: 0, icmp_type: 0, tcp_flags: 0 };
-    match proto {
-        ip_proto::TCP if l4.len() >= 20 => {
-            (r.sport, r.dport, r.tcp_flags) = (be(0), be(2), l4[13]);
+    let proto = h[9];
+    let l4 = &pkt[off..total];
+    let (sport, dport, icmp_type, tcp_flags) = match proto {
+        ip_proto::TCP => {
+            let Some(t) = l4.first_chunk::<20>() else { return Err(NatError::Malformed) };
+            (get16(t, 0), get16(t, 2), 0, t[13])
         }
-        ip_proto::UDP if l4.len() >= 8 => (r.sport, r.dport) = (be(0), be(2)),
-        ip_proto::ICMP if l4.len() >= 8 => (r.icmp_type, r.sport) = (l4[0], be(4)),
-        ip_proto::TCP | ip_proto::UDP | ip_proto::ICMP => return Err(NatError::Malformed),
-        _ => {}
-    }
-    Ok(r)
+        ip_proto::UDP => {
+            let Some(u) = l4.first_chunk::<8>() else { return Err(NatError::Malformed) };
+            (get16(u, 0), get16(u, 2), 0, 0)
+        }
+        ip_proto::ICMP => {
+            let Some(i) = l4.first_chunk::<8>() else { return Err(NatError::Malformed) };
+            (get16(i, 4), 0, i[0], 0)
+        }
+        _ => (0, 0, 0, 0),
+    };
+    r.proto = proto;
+    r.off = off as u8;
+    r.src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+    r.dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+    r.sport = sport;
+    r.dport = dport;
+    r.icmp_type = icmp_type;
+    r.tcp_flags = tcp_flags;
+    Ok(())
 }
 
 /// Accumulates RFC 1624 eqn. 3 terms: HC' = ~(~HC + ~m + m'), for several changed words.
@@ -593,9 +657,6 @@ impl Delta {
         self.word((old >> 16) as u16, (new >> 16) as u16);
         self.word(old as u16, new as u16);
     }
-    fn apply(self, hc: u16) -> u16 {
-        !checksum::fold(u32::from(!hc) + self.0)
-    }
 }
 
 fn get16(b: &[u8], at: usize) -> u16 {
@@ -606,46 +667,40 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Rewrites the source (`is_src`) or destination address and port of a parsed packet.
-fn rewrite(pkt: &mut [u8], l4: &L4, is_src: bool, addr: u32, port: u16) {
-    let (old_addr, old_port, addr_at, port_at) = if is_src {
-        (l4.src, l4.sport, 12, usize::from(l4.off))
-    } else {
-        (l4.dst, l4.dport, 16, usize::from(l4.off) + 2)
-    };
-    let mut ipd = Delta(0);
-    ipd.addr(old_addr, addr);
-    put16(pkt, 10, ipd.apply(get16(pkt, 10)));
+/// RFC 1624 eqn. 3 with the changed words' terms summed beforehand: HC' = ~(~HC + sum).
+#[inline]
+fn adjust(hc: u16, sum: u16) -> u16 {
+    !checksum::fold(u32::from(!hc) + u32::from(sum))
+}
+
+/// Rewrites a packet of an entry's flow: the source address and port (ICMP: echo id) on the
+/// way out, the destination on the way back, adjusting the checksums by the entry's
+/// precomputed sums ([`Sums`]). `parse_any` has checked that the headers are there.
+#[inline]
+fn translate(pkt: &mut [u8], l4: &L4, outbound: bool, addr: u32, port: u16, (ip_sum, l4_sum): (u16, u16)) {
+    put16(pkt, 10, adjust(get16(pkt, 10), ip_sum));
+    let addr_at = if outbound { 12 } else { 16 };
     pkt[addr_at..addr_at + 4].copy_from_slice(&addr.to_be_bytes());
-    let mut l4d = Delta(0);
+    let off = usize::from(l4.off);
+    let port_at = if outbound { off } else { off + 2 };
     match l4.proto {
         ip_proto::TCP => {
-            l4d.addr(old_addr, addr);
-            l4d.word(old_port, port);
-            let at = usize::from(l4.off) + 16;
-            put16(pkt, at, l4d.apply(get16(pkt, at)));
+            put16(pkt, off + 16, adjust(get16(pkt, off + 16), l4_sum));
             put16(pkt, port_at, port);
         }
         ip_proto::UDP => {
-            let at = usize::from(l4.off) + 6;
-            let hc = get16(pkt, at);
-            // RFC 768: a zero checksum means none was computed; it stays zero.
+            let hc = get16(pkt, off + 6);
+            // RFC 768: a zero checksum means none was computed; it stays zero, and a computed
+            // zero is sent as all ones.
             if hc != 0 {
-                l4d.addr(old_addr, addr);
-                l4d.word(old_port, port);
-                // RFC 768: a computed zero is sent as all ones.
-                let v = l4d.apply(hc);
-                put16(pkt, at, if v == 0 { 0xffff } else { v });
+                let v = adjust(hc, l4_sum);
+                put16(pkt, off + 6, if v == 0 { 0xffff } else { v });
             }
             put16(pkt, port_at, port);
         }
         _ => {
-            // ICMP: no pseudo-header; the id (at offset 4 for echo) is the "port".
-            let id_at = usize::from(l4.off) + 4;
-            l4d.word(get16(pkt, id_at), port);
-            let at = usize::from(l4.off) + 2;
-            put16(pkt, at, l4d.apply(get16(pkt, at)));
-            put16(pkt, id_at, port);
+            put16(pkt, off + 2, adjust(get16(pkt, off + 2), l4_sum));
+            put16(pkt, off + 4, port);
         }
     }
 }
@@ -675,6 +730,7 @@ impl ConnTable {
             live: false,
             expires: 0,
             verdict: None,
+            sums: Sums::default(),
         };
         ConnTable {
             entries: HugeSlice::new(cap as usize, empty),
@@ -808,10 +864,10 @@ impl ConnTable {
             let state = Self::tcp_state(ent.state, l4.tcp_flags);
             set_if_changed(&mut ent.state, state);
         }
-        let (addr, port, proto, state) = (ent.nat_addr, ent.nat_port, ent.fwd.proto, ent.state);
+        let (addr, port, proto, state, sums) = (ent.nat_addr, ent.nat_port, ent.fwd.proto, ent.state, ent.sums);
         set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
-        if addr != l4.src || port != l4.sport {
-            rewrite(pkt, l4, true, addr, port);
+        if sums.translated {
+            translate(pkt, l4, true, addr, port, (sums.fwd_ip, sums.fwd_l4));
         }
         bump(&self.counters.outbound, 1);
         (addr, port)
@@ -845,12 +901,22 @@ impl ConnTable {
     /// refusals (malformed, fragment) are counted here.
     #[inline]
     pub fn parse_outbound(&self, tunnel: u32, pkt: &[u8]) -> Result<Parsed, NatError> {
-        let l4 = match parse_any(pkt) {
-            Ok(l4) => l4,
-            Err(e) => return self.refuse(e),
-        };
-        let hash = if l4.trackable() { l4.fwd(tunnel).hash(self.cfg.seed) } else { 0 };
-        Ok(Parsed { l4, hash, tunnel, reply: false })
+        let mut p = Parsed::default();
+        self.parse_outbound_into(tunnel, pkt, &mut p)?;
+        Ok(p)
+    }
+
+    /// [`ConnTable::parse_outbound`] into `p` (left unspecified on error): a worker parses
+    /// into where it keeps the flow until the packet goes through (see [`parse_into`]).
+    #[inline]
+    pub fn parse_outbound_into(&self, tunnel: u32, pkt: &[u8], p: &mut Parsed) -> Result<(), NatError> {
+        if let Err(e) = parse_into(pkt, &mut p.l4) {
+            return self.refuse(e);
+        }
+        p.hash = if p.l4.trackable() { p.l4.fwd(tunnel).hash(self.cfg.seed) } else { 0 };
+        p.tunnel = tunnel;
+        p.reply = false;
+        Ok(())
     }
 
     /// Starts loading the index slot ([`Prefetch::Index`]) or, a pass later, the entry
@@ -867,6 +933,43 @@ impl ConnTable {
     /// [`ConnTable::admit`] for a packet parsed by [`ConnTable::parse_outbound`].
     #[inline]
     pub fn admit_parsed(
+        &mut self,
+        now: u64,
+        p: &Parsed,
+        pkt: &mut [u8],
+        set: &PolicySet,
+        base: &FlowKey,
+        nat_addr: Ipv4Addr,
+    ) -> Result<Admit, NatError> {
+        match self.admit_known(now, p, pkt, set) {
+            Some(verdict) => Ok(Admit::Tracked { verdict, new_flow: false }),
+            None => self.admit_slow(now, p, pkt, set, base, nat_addr),
+        }
+    }
+
+    /// The common case of [`ConnTable::admit_parsed`], without the policy: a packet of a
+    /// live flow whose cached verdict came from `set` is translated and its verdict returned.
+    /// `None`: anything else (new, expired, untracked, a verdict from an earlier set), which
+    /// wants [`ConnTable::admit_parsed`]; nothing has changed then.
+    #[inline]
+    pub fn admit_known(&mut self, now: u64, p: &Parsed, pkt: &mut [u8], set: &PolicySet) -> Option<Verdict> {
+        if p.reply || !p.l4.trackable() {
+            return None;
+        }
+        let fwd = p.l4.fwd(p.tunnel);
+        let entries = &self.entries;
+        let (_, e) = self.fwd.find(p.hash, |e| entries[e as usize].fwd == fwd)?;
+        let ent = &self.entries[e as usize];
+        let v = ent.verdict.filter(|v| v.is_from(set) && ent.expires > now)?;
+        self.forward(now, e, &p.l4, pkt);
+        Some(v)
+    }
+
+    /// The rest of [`ConnTable::admit_parsed`]: a new, expired or untracked flow, or a verdict
+    /// from an earlier set.
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(
         &mut self,
         now: u64,
         p: &Parsed,
@@ -973,6 +1076,7 @@ impl ConnTable {
             live: true,
             expires: now.saturating_add(self.timeout(fwd.proto, state)),
             verdict: None,
+            sums: Sums::of(&fwd, nat, port),
         };
         self.fwd.insert(h, e);
         let rev = self.entries[e as usize].rev();
@@ -1031,15 +1135,27 @@ impl ConnTable {
     /// are counted here.
     #[inline]
     pub fn parse_reply(&self, pkt: &[u8]) -> Result<Parsed, NatError> {
-        let l4 = match parse(pkt) {
-            Ok(l4) => l4,
-            Err(e) => return self.refuse(e),
-        };
-        if l4.proto == ip_proto::ICMP && l4.icmp_type != ICMP_ECHO_REPLY {
-            return self.refuse(NatError::Unsupported);
+        let mut p = Parsed::default();
+        self.parse_reply_into(pkt, &mut p)?;
+        Ok(p)
+    }
+
+    /// [`ConnTable::parse_reply`] into `p` (left unspecified on error).
+    #[inline]
+    pub fn parse_reply_into(&self, pkt: &[u8], p: &mut Parsed) -> Result<(), NatError> {
+        if let Err(e) = parse_into(pkt, &mut p.l4) {
+            return self.refuse(e);
         }
-        let hash = Self::rev_of(&l4).hash(self.cfg.seed);
-        Ok(Parsed { l4, hash, tunnel: 0, reply: true })
+        let l4 = &p.l4;
+        match l4.proto {
+            ip_proto::TCP | ip_proto::UDP => {}
+            ip_proto::ICMP if l4.icmp_type == ICMP_ECHO_REPLY => {}
+            _ => return self.refuse(NatError::Unsupported),
+        }
+        p.hash = Self::rev_of(l4).hash(self.cfg.seed);
+        p.tunnel = 0;
+        p.reply = true;
+        Ok(())
     }
 
     /// The reply tuple of a packet from the LAN (ICMP: the echo id is the destination "port").
@@ -1052,9 +1168,25 @@ impl ConnTable {
     /// [`ConnTable::reply`] for a packet parsed by [`ConnTable::parse_reply`].
     #[inline]
     pub fn reply_parsed(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<Reply, NatError> {
+        let e = self.reply_entry(now, p, pkt)?;
+        let ent = &self.entries[e as usize];
+        Ok(Reply { tunnel: ent.fwd.tunnel, client: Ipv4Addr::from(ent.fwd.src), verdict: ent.verdict })
+    }
+
+    /// [`ConnTable::reply_parsed`] for a worker that needs only the verdict that admitted the
+    /// flow (to count the reply under it): the result fits in two registers, where a
+    /// [`Reply`] goes through memory, and reading that back right away stalled the pipeline.
+    #[inline]
+    pub fn reply_verdict(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<Option<Verdict>, NatError> {
+        let e = self.reply_entry(now, p, pkt)?;
+        Ok(self.entries[e as usize].verdict)
+    }
+
+    /// Finds, refreshes and translates back the entry of a parsed reply; its index.
+    #[inline(always)]
+    fn reply_entry(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<u32, NatError> {
         let l4 = p.l4;
         let rev = Self::rev_of(&l4);
-        let dport = rev.dport;
         let entries = &self.entries;
         let e = match self.rev.find(p.hash, |e| entries[e as usize].rev() == rev) {
             Some((_, e)) if self.entries[e as usize].expires > now => e,
@@ -1071,15 +1203,14 @@ impl ConnTable {
             _ => ESTABLISHED,
         };
         set_if_changed(&mut ent.state, state);
-        let (client, cport, tunnel, proto, state, verdict) =
-            (ent.fwd.src, ent.fwd.sport, ent.fwd.tunnel, ent.fwd.proto, ent.state, ent.verdict);
+        let (client, cport, proto, state, sums) = (ent.fwd.src, ent.fwd.sport, ent.fwd.proto, ent.state, ent.sums);
         set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
-        if client != l4.dst || cport != dport {
-            // For ICMP, `rewrite` puts the port into the echo id.
-            rewrite(pkt, &l4, false, client, cport);
+        if sums.translated {
+            // For ICMP, `translate` puts the port into the echo id.
+            translate(pkt, &l4, false, client, cport, (sums.rev_ip, sums.rev_l4));
         }
         bump(&self.counters.replies, 1);
-        Ok(Reply { tunnel, client: Ipv4Addr::from(client), verdict })
+        Ok(e)
     }
 
     fn expire(&mut self, _slot: usize, e: u32) {
@@ -1162,6 +1293,6 @@ mod tests {
         // RFC 1624 §4 example: HC = 0xdd2f, m = 0x5555 -> m' = 0x3285 gives HC' = 0x0000.
         let mut d = Delta(0);
         d.word(0x5555, 0x3285);
-        assert_eq!(d.apply(0xdd2f), 0x0000);
+        assert_eq!(adjust(0xdd2f, checksum::fold(d.0)), 0x0000);
     }
 }

@@ -104,6 +104,12 @@ impl Verdict {
         self.stamp == set.stamp
     }
 
+    /// Whether `other` counts under the same policy of the same set (cheaper than `==`).
+    #[inline]
+    pub fn same_counter(&self, other: &Verdict) -> bool {
+        self.slot == other.slot && self.stamp == other.stamp
+    }
+
     /// Whether the packet may pass.
     pub fn accepts(&self) -> bool {
         self.action == Action::Accept

@@ -7,8 +7,9 @@
 //! bounded lock-free MPMC queues and the pool is filled once at construction, so `rx_burst`,
 //! `tx_burst` and `alloc` never allocate and the test side may run on another thread.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crossbeam_queue::ArrayQueue;
 
@@ -38,59 +39,75 @@ impl Default for MemConfig {
 
 /// Buffers not in use: allocated once, shared by every [`MemBuf`] for its way home.
 struct Pool {
-    free: ArrayQueue<HeadroomBuf>,
+    free: ArrayQueue<Box<Slot>>,
+}
+
+/// A pool buffer and its way home, boxed once when the pool is filled.
+struct Slot {
+    buf: HeadroomBuf,
+    /// Weak: the pool owns its free slots, so a strong reference here would keep it alive
+    /// forever.
+    pool: Weak<Pool>,
 }
 
 /// A buffer from a [`MemNet`]'s pool; returns itself to the pool on drop.
+///
+/// One pointer, as a DPDK mbuf is: a worker moves buffers between its stages by value, and
+/// a fat handle there would make the in-memory port cost what no NIC port costs (and
+/// skew every benchmark that runs on it).
 pub struct MemBuf {
-    buf: HeadroomBuf,
-    pool: Arc<Pool>,
+    slot: ManuallyDrop<Box<Slot>>,
 }
 
 impl std::fmt::Debug for MemBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemBuf").field("len", &self.buf.len()).field("headroom", &self.buf.headroom()).finish()
+        f.debug_struct("MemBuf")
+            .field("len", &self.slot.buf.len())
+            .field("headroom", &self.slot.buf.headroom())
+            .finish()
     }
 }
 
 impl MemBuf {
     /// Free bytes before the packet.
     pub fn headroom(&self) -> usize {
-        self.buf.headroom()
+        self.slot.buf.headroom()
     }
     /// Free bytes after the packet.
     pub fn tailroom(&self) -> usize {
-        self.buf.tailroom()
+        self.slot.buf.tailroom()
     }
 }
 
 impl PacketBuf for MemBuf {
     fn data(&self) -> &[u8] {
-        self.buf.data()
+        self.slot.buf.data()
     }
     fn data_mut(&mut self) -> &mut [u8] {
-        self.buf.data_mut()
+        self.slot.buf.data_mut()
     }
     fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
-        self.buf.prepend(n)
+        self.slot.buf.prepend(n)
     }
     fn append(&mut self, n: usize) -> Option<&mut [u8]> {
-        self.buf.append(n)
+        self.slot.buf.append(n)
     }
     fn adj(&mut self, n: usize) -> bool {
-        self.buf.adj(n)
+        self.slot.buf.adj(n)
     }
     fn trim(&mut self, n: usize) -> bool {
-        self.buf.trim(n)
+        self.slot.buf.trim(n)
     }
 }
 
 impl Drop for MemBuf {
     fn drop(&mut self) {
-        // An empty HeadroomBuf owns no heap memory, so the swap does not allocate.
-        let buf = std::mem::replace(&mut self.buf, HeadroomBuf::with_capacity(0, 0));
-        // The pool has room for every buffer it ever handed out, so this cannot fail.
-        let _ = self.pool.free.push(buf);
+        // SAFETY: `drop` runs once and nothing reads `self.slot` after this.
+        let slot = unsafe { ManuallyDrop::take(&mut self.slot) };
+        if let Some(pool) = slot.pool.upgrade() {
+            // The pool has room for every buffer it ever handed out, so this cannot fail.
+            let _ = pool.free.push(slot);
+        }
     }
 }
 
@@ -138,10 +155,14 @@ impl MemNet {
     /// Builds the network and fills its pool (the only allocation it ever makes).
     pub fn new(cfg: &MemConfig) -> MemNet {
         let buffers = cfg.buffers.max(1);
-        let free = ArrayQueue::new(buffers);
-        for _ in 0..buffers {
-            let _ = free.push(HeadroomBuf::with_capacity(HeadroomBuf::DEFAULT_HEADROOM, cfg.buf_size));
-        }
+        let pool = Arc::new_cyclic(|home: &Weak<Pool>| {
+            let free = ArrayQueue::new(buffers);
+            for _ in 0..buffers {
+                let buf = HeadroomBuf::with_capacity(HeadroomBuf::DEFAULT_HEADROOM, cfg.buf_size);
+                let _ = free.push(Box::new(Slot { buf, pool: home.clone() }));
+            }
+            Pool { free }
+        });
         let depth = cfg.queue_depth.max(1);
         let queues = usize::from(cfg.queues.max(1));
         let ports = (0..cfg.ports)
@@ -155,7 +176,7 @@ impl MemNet {
             })
             .collect();
         let headroom = HeadroomBuf::DEFAULT_HEADROOM.min(cfg.buf_size);
-        MemNet { shared: Arc::new(Shared { pool: Arc::new(Pool { free }), ports, headroom }) }
+        MemNet { shared: Arc::new(Shared { pool, ports, headroom }) }
     }
 
     /// A `PacketIo` handle for a worker (any number may exist; queues are MPMC).
@@ -226,9 +247,9 @@ impl MemNet {
 }
 
 fn alloc(pool: &Arc<Pool>) -> Option<MemBuf> {
-    let mut buf = pool.free.pop()?;
-    buf.reset(&[]);
-    Some(MemBuf { buf, pool: pool.clone() })
+    let mut slot = pool.free.pop()?;
+    slot.buf.reset(&[]);
+    Some(MemBuf { slot: ManuallyDrop::new(slot) })
 }
 
 /// A worker's handle on a [`MemNet`].

@@ -80,7 +80,32 @@ pub(super) struct Firewall {
     sweep_budget: usize,
     sweep_polls: u32,
     tally: Tally,
+    /// The flows of the parked packets, parsed and hashed when they were parked, by park
+    /// position. Read in place when the packets go through: handing a parsed flow along with
+    /// the packet copied it through the stack in pieces whose reload missed store forwarding,
+    /// which cost more than the lookup itself.
+    flows: [Parked; crate::port::BURST],
 }
+
+/// A parked packet's flow: parsed, or why not.
+#[derive(Clone, Copy, Default)]
+struct Parked {
+    flow: Parsed,
+    refused: Option<NatError>,
+}
+
+impl Parked {
+    #[inline]
+    fn get(&self) -> Result<&Parsed, NatError> {
+        match self.refused {
+            None => Ok(&self.flow),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// `FromTunnel::parked` / `lan_ip`'s `parked` of a packet that was not parked.
+pub(super) const NOT_PARKED: u8 = u8::MAX;
 
 /// Busy polls per expiry sweep.
 const BUSY_SWEEP_EVERY: u32 = 16;
@@ -97,7 +122,7 @@ impl Tally {
     #[inline]
     fn add(&mut self, pol: &PolicySet, v: Verdict, bytes: u32, hit: bool) {
         let (b, h) = (u64::from(bytes), u64::from(hit));
-        if let Some(r) = self.rows.iter_mut().find(|r| r.0 == v) {
+        if let Some(r) = self.rows.iter_mut().find(|r| r.0.same_counter(&v)) {
             r.1 += 1;
             r.2 += b;
             r.3 += h;
@@ -132,6 +157,7 @@ impl Firewall {
             sweep_budget: cfg.sweep_budget,
             sweep_polls: 0,
             tally: Tally::default(),
+            flows: [Parked::default(); crate::port::BURST],
         }
     }
 
@@ -174,8 +200,8 @@ pub(super) struct FromTunnel {
     pub(super) groups: GroupMask,
     /// Connection-table tunnel id.
     pub(super) conn: u32,
-    /// The packet's flow, parsed and hashed when it was parked (`None`: not parked).
-    pub(super) flow: Option<Result<Parsed, NatError>>,
+    /// The packet's position in the park, where its parsed flow is ([`NOT_PARKED`]: none).
+    pub(super) parked: u8,
 }
 
 /// Where a packet entering `route_inner` came from.
@@ -187,26 +213,15 @@ pub(super) enum Origin {
     Lan { port: u16, reply: bool },
 }
 
-/// A packet parked for the firewall stage of the burst (IP header first).
+/// A packet parked for the firewall stage of the burst (IP header first); its parsed flow is
+/// in `Firewall::flows` at the same position.
 pub(super) struct Staged<B> {
     buf: B,
     origin: Origin,
-    /// For a LAN packet: its reply tuple, parsed and hashed (tunnel packets carry theirs in
-    /// the origin).
-    flow: Option<Result<Parsed, NatError>>,
 }
 
 /// Packets between the index prefetch of a parked packet and its entry prefetch.
 const ENTRY_LAG: usize = 4;
-
-impl<B> Staged<B> {
-    fn flow(&self) -> &Option<Result<Parsed, NatError>> {
-        match &self.origin {
-            Origin::Tunnel(t) => &t.flow,
-            Origin::Lan { .. } => &self.flow,
-        }
-    }
-}
 
 fn base_key(in_if: IfIndex, out_if: IfIndex, groups: GroupMask) -> FlowKey {
     FlowKey {
@@ -241,6 +256,29 @@ impl<B: PacketBuf + Send> State<B> {
         pkt: &mut [u8],
     ) -> Result<(), DropReason> {
         let Some(fw) = self.fw.as_mut() else { return Ok(()) };
+        // Most packets: a known flow admitted by the running set.
+        if let Some(Ok(p)) = fw.flows.get(usize::from(t.parked)).map(Parked::get) {
+            let now = fw.now(self.clock.now());
+            if let Some(v) = fw.nat.admit_known(now, p, pkt, pol) {
+                fw.tally.add(pol, v, pkt.len() as u32, false);
+                return Ok(());
+            }
+        }
+        self.fw_forward_policy(pol, t, out_port, pkt)
+    }
+
+    /// [`Self::fw_forward`] for a packet the policy must decide: a new flow, an expired one,
+    /// one admitted by an earlier set, a protocol without state, or a refusal from parking.
+    #[cold]
+    #[inline(never)]
+    fn fw_forward_policy(
+        &mut self,
+        pol: &PolicySet,
+        t: &FromTunnel,
+        out_port: u16,
+        pkt: &mut [u8],
+    ) -> Result<(), DropReason> {
+        let Some(fw) = self.fw.as_mut() else { return Ok(()) };
         let nat_addr = self
             .ports
             .get(usize::from(out_port))
@@ -250,8 +288,8 @@ impl<B: PacketBuf + Send> State<B> {
         let base = base_key(t.if_index, fw.if_of(out_port), t.groups);
         let now = fw.now(self.clock.now());
         let len = pkt.len() as u32;
-        let admitted = match t.flow {
-            Some(Ok(p)) => fw.nat.admit_parsed(now, &p, pkt, pol, &base, nat_addr),
+        let admitted = match fw.flows.get(usize::from(t.parked)).map(Parked::get) {
+            Some(Ok(p)) => fw.nat.admit_parsed(now, p, pkt, pol, &base, nat_addr),
             // Refused (and counted) when it was parked.
             Some(Err(e)) => Err(e),
             None => fw.nat.admit(now, t.conn, pkt, pol, &base, nat_addr),
@@ -282,21 +320,21 @@ impl<B: PacketBuf + Send> State<B> {
         pol: &PolicySet,
         pkt: &mut [u8],
         to_gateway: bool,
-        flow: Option<Result<Parsed, NatError>>,
+        parked: u8,
     ) -> Result<bool, DropReason> {
         let Some(fw) = self.fw.as_mut() else {
             return if to_gateway { Err(DropReason::Unhandled) } else { Ok(false) };
         };
         let now = fw.now(self.clock.now());
         let len = pkt.len() as u32;
-        let replied = match flow {
-            Some(Ok(p)) => fw.nat.reply_parsed(now, &p, pkt),
+        let replied = match fw.flows.get(usize::from(parked)).map(Parked::get) {
+            Some(Ok(p)) => fw.nat.reply_verdict(now, p, pkt),
             Some(Err(e)) => Err(e),
-            None => fw.nat.reply(now, pkt),
+            None => fw.nat.reply(now, pkt).map(|r| r.verdict),
         };
         match replied {
-            Ok(r) => {
-                if let Some(v) = r.verdict.filter(|v| v.is_from(pol)) {
+            Ok(verdict) => {
+                if let Some(v) = verdict.filter(|v| v.is_from(pol)) {
                     fw.tally.add(pol, v, len, false);
                 }
                 Ok(true)
@@ -338,38 +376,29 @@ impl<B: PacketBuf + Send> State<B> {
         if self.staged.is_full() {
             self.run_staged(io, cx);
         }
-        let Some(fw) = self.fw.as_ref() else { return self.drop_pkt(DropReason::Unhandled, buf) };
+        let Some(fw) = self.fw.as_mut() else { return self.drop_pkt(DropReason::Unhandled, buf) };
+        let at = self.staged.len();
+        let Some(slot) = fw.flows.get_mut(at) else { return self.drop_pkt(DropReason::Unhandled, buf) };
         // Parse and hash once: the prefetches and the translation use the result.
-        let mut flow = None;
-        match &mut origin {
+        let parsed = match &mut origin {
             Origin::Tunnel(t) => {
-                let f = fw.nat.parse_outbound(t.conn, buf.data());
-                if let Ok(p) = &f {
-                    fw.nat.prefetch(p, Prefetch::Index);
-                }
-                t.flow = Some(f);
+                t.parked = at as u8;
+                fw.nat.parse_outbound_into(t.conn, buf.data(), &mut slot.flow)
             }
-            Origin::Lan { .. } => {
-                let f = fw.nat.parse_reply(buf.data());
-                if let Ok(p) = &f {
-                    fw.nat.prefetch(p, Prefetch::Index);
-                }
-                flow = Some(f);
-            }
+            Origin::Lan { .. } => fw.nat.parse_reply_into(buf.data(), &mut slot.flow),
+        };
+        slot.refused = parsed.err();
+        if parsed.is_ok() {
+            fw.nat.prefetch(&slot.flow, Prefetch::Index);
         }
-        // Not full: it was emptied above if it was.
-        let _ = self.staged.try_push(Some(Staged { buf, origin, flow }));
         // The slot of a packet parked a few packets ago has arrived by now (decryption of the
         // packets since took long enough): start loading its entry too, so that miss overlaps
         // with the rest of the burst's work instead of waiting for the stage.
-        let n = self.staged.len();
-        if n > ENTRY_LAG {
-            if let (Some(fw), Some(Some(s))) = (self.fw.as_ref(), self.staged.get(n - 1 - ENTRY_LAG)) {
-                if let Some(Ok(p)) = s.flow() {
-                    fw.nat.prefetch(p, Prefetch::Entry);
-                }
-            }
+        if let Some(Ok(p)) = at.checked_sub(ENTRY_LAG).and_then(|i| fw.flows.get(i)).map(Parked::get) {
+            fw.nat.prefetch(p, Prefetch::Entry);
         }
+        // Not full: it was emptied above if it was.
+        let _ = self.staged.try_push(Some(Staged { buf, origin }));
     }
 
     /// The firewall stage: prefetch every parked packet's entry, then forward them in order.
@@ -378,10 +407,10 @@ impl<B: PacketBuf + Send> State<B> {
             return;
         }
         if let Some(fw) = self.fw.as_ref() {
-            // The last few have not had their entry prefetched yet (the others are cheap again).
-            let from = self.staged.len().saturating_sub(ENTRY_LAG + 1);
-            for s in self.staged[from..].iter().flatten() {
-                if let Some(Ok(p)) = s.flow() {
+            // The last few have not had their entry prefetched yet.
+            let n = self.staged.len();
+            for f in fw.flows.get(n.saturating_sub(ENTRY_LAG)..n).into_iter().flatten() {
+                if let Ok(p) = f.get() {
                     fw.nat.prefetch(p, Prefetch::Entry);
                 }
             }
@@ -392,7 +421,7 @@ impl<B: PacketBuf + Send> State<B> {
             match s.origin {
                 Origin::Tunnel(_) => self.route_inner(io, cx, s.buf, s.origin),
                 // `reply` carries "addressed to the gateway" while parked.
-                Origin::Lan { port, reply } => self.lan_ip(io, cx, port, s.buf, reply, s.flow),
+                Origin::Lan { port, reply } => self.lan_ip(io, cx, port, s.buf, reply, i as u8),
             }
         }
         self.staged.clear();

@@ -776,7 +776,12 @@ impl<B: PacketBuf + Send> State<B> {
                 (
                     slot,
                     news,
-                    FromTunnel { if_index: t.if_index, groups: t.groups, conn: t.conn_id.unwrap_or(slot), flow: None },
+                    FromTunnel {
+                        if_index: t.if_index,
+                        groups: t.groups,
+                        conn: t.conn_id.unwrap_or(slot),
+                        parked: firewall::NOT_PARKED,
+                    },
                 )
             }
         };
@@ -825,7 +830,7 @@ impl<B: PacketBuf + Send> State<B> {
         if !buf.adj(ethernet::HEADER_LEN) {
             return self.drop_pkt(DropReason::Truncated, buf);
         }
-        self.lan_ip(io, cx, port, buf, to_gateway, None);
+        self.lan_ip(io, cx, port, buf, to_gateway, firewall::NOT_PARKED);
     }
 
     /// An IP packet from a LAN port: a tracked flow's reply is translated back, then routed.
@@ -836,9 +841,9 @@ impl<B: PacketBuf + Send> State<B> {
         port: u16,
         mut buf: B,
         to_gateway: bool,
-        flow: Option<Result<crate::nat::Parsed, crate::nat::NatError>>,
+        parked: u8,
     ) {
-        let reply = match self.fw_reply(cx.pol, buf.data_mut(), to_gateway, flow) {
+        let reply = match self.fw_reply(cx.pol, buf.data_mut(), to_gateway, parked) {
             Ok(r) => r,
             Err(r) => return self.drop_pkt(r, buf),
         };
