@@ -297,6 +297,9 @@ pub enum Prefetch {
     Entry,
 }
 
+/// Index slots an entry prefetch looks through for the flow's hash.
+const PREFETCH_PROBES: usize = 4;
+
 #[inline]
 fn prefetch<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
@@ -809,9 +812,22 @@ impl ConnTable {
         match stage {
             Prefetch::Index => prefetch(&ix.slots[i]),
             Prefetch::Entry => {
-                let s = ix.slots[i];
-                if let Some(e) = self.entries.get((s as u32).wrapping_sub(1) as usize) {
-                    prefetch(e);
+                // The first slot of the probe run with the flow's hash: at the index's load a
+                // quarter of flows are not in their home slot, and prefetching the home slot's
+                // entry would load someone else's. A few slots share the cache line just loaded.
+                let mut i = i;
+                for _ in 0..PREFETCH_PROBES {
+                    let s = ix.slots[i];
+                    if s == 0 {
+                        return;
+                    }
+                    if (s >> 32) as u32 == h {
+                        if let Some(e) = self.entries.get((s as u32).wrapping_sub(1) as usize) {
+                            prefetch(e);
+                        }
+                        return;
+                    }
+                    i = (i + 1) & ix.mask;
                 }
             }
         }
@@ -951,7 +967,7 @@ impl ConnTable {
     /// live flow whose cached verdict came from `set` is translated and its verdict returned.
     /// `None`: anything else (new, expired, untracked, a verdict from an earlier set), which
     /// wants [`ConnTable::admit_parsed`]; nothing has changed then.
-    #[inline]
+    #[inline(always)]
     pub fn admit_known(&mut self, now: u64, p: &Parsed, pkt: &mut [u8], set: &PolicySet) -> Option<Verdict> {
         if p.reply || !p.l4.trackable() {
             return None;

@@ -85,6 +85,8 @@ pub(super) struct Firewall {
     /// the packet copied it through the stack in pieces whose reload missed store forwarding,
     /// which cost more than the lookup itself.
     flows: [Parked; crate::port::BURST],
+    /// Parked packets (a prefix of the park) whose entry prefetch has been issued.
+    entries_loading: usize,
 }
 
 /// A parked packet's flow: parsed, or why not.
@@ -158,6 +160,7 @@ impl Firewall {
             sweep_polls: 0,
             tally: Tally::default(),
             flows: [Parked::default(); crate::port::BURST],
+            entries_loading: 0,
         }
     }
 
@@ -391,11 +394,16 @@ impl<B: PacketBuf + Send> State<B> {
         if parsed.is_ok() {
             fw.nat.prefetch(&slot.flow, Prefetch::Index);
         }
-        // The slot of a packet parked a few packets ago has arrived by now (decryption of the
-        // packets since took long enough): start loading its entry too, so that miss overlaps
-        // with the rest of the burst's work instead of waiting for the stage.
-        if let Some(Ok(p)) = at.checked_sub(ENTRY_LAG).and_then(|i| fw.flows.get(i)).map(Parked::get) {
-            fw.nat.prefetch(p, Prefetch::Entry);
+        // After a decryption, the slot of a packet parked a few packets ago has arrived (the
+        // decryptions since took long enough): start loading its entry too, so that miss
+        // overlaps with the rest of the burst's work instead of waiting for the stage. A LAN
+        // packet is parked in a few nanoseconds: there the slot would not be in yet and
+        // reading it would stall, so its entry waits for the stage.
+        if matches!(origin, Origin::Tunnel(_)) && at >= ENTRY_LAG && fw.entries_loading == at - ENTRY_LAG {
+            if let Some(Ok(p)) = fw.flows.get(at - ENTRY_LAG).map(Parked::get) {
+                fw.nat.prefetch(p, Prefetch::Entry);
+            }
+            fw.entries_loading += 1;
         }
         // Not full: it was emptied above if it was.
         let _ = self.staged.try_push(Some(Staged { buf, origin }));
@@ -406,14 +414,16 @@ impl<B: PacketBuf + Send> State<B> {
         if self.staged.is_empty() {
             return;
         }
-        if let Some(fw) = self.fw.as_ref() {
-            // The last few have not had their entry prefetched yet.
+        if let Some(fw) = self.fw.as_mut() {
+            // Those whose entry is not on its way yet; every slot has had the rest of the
+            // park's parsing to arrive.
             let n = self.staged.len();
-            for f in fw.flows.get(n.saturating_sub(ENTRY_LAG)..n).into_iter().flatten() {
+            for f in fw.flows.get(fw.entries_loading..n).into_iter().flatten() {
                 if let Ok(p) = f.get() {
                     fw.nat.prefetch(p, Prefetch::Entry);
                 }
             }
+            fw.entries_loading = 0;
         }
         // One packet moved out at a time (no copy of the whole park), in arrival order.
         for i in 0..self.staged.len() {
