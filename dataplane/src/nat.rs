@@ -282,6 +282,8 @@ pub struct Parsed {
     l4: L4,
     /// The forward (outbound) or reply hash; 0 for an untracked protocol.
     hash: u32,
+    /// [`L4::trackable`], asked once.
+    tracked: bool,
     tunnel: u32,
     reply: bool,
 }
@@ -300,7 +302,7 @@ pub enum Prefetch {
 /// Index slots an entry prefetch looks through for the flow's hash.
 const PREFETCH_PROBES: usize = 4;
 
-#[inline]
+#[inline(always)]
 fn prefetch<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it never faults or changes memory, and `p` is a valid
@@ -441,6 +443,7 @@ impl Entry {
     }
 }
 
+#[inline(always)]
 fn mix(seed: u64, a: u64, b: u64) -> u32 {
     let mut h = (a ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     h = (h.rotate_left(29) ^ b).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -450,6 +453,7 @@ fn mix(seed: u64, a: u64, b: u64) -> u32 {
 }
 
 impl Fwd {
+    #[inline(always)]
     fn hash(&self, seed: u64) -> u32 {
         let a = (u64::from(self.src) << 32) | u64::from(self.dst);
         let b = (u64::from(self.tunnel) << 40)
@@ -461,6 +465,7 @@ impl Fwd {
 }
 
 impl Rev {
+    #[inline(always)]
     fn hash(&self, seed: u64) -> u32 {
         let a = (u64::from(self.src) << 32) | u64::from(self.dst);
         let b = (u64::from(self.proto) << 32) ^ (u64::from(self.sport) << 16) ^ u64::from(self.dport);
@@ -561,6 +566,7 @@ fn parse(pkt: &[u8]) -> Result<L4, NatError> {
 
 impl L4 {
     /// Whether the table can follow the flow (and find its replies).
+    #[inline(always)]
     fn trackable(&self) -> bool {
         match self.proto {
             ip_proto::TCP | ip_proto::UDP => true,
@@ -569,6 +575,7 @@ impl L4 {
         }
     }
 
+    #[inline(always)]
     fn fwd(&self, tunnel: u32) -> Fwd {
         Fwd { tunnel, src: self.src, dst: self.dst, sport: self.sport, dport: self.dport, proto: self.proto }
     }
@@ -662,10 +669,12 @@ impl Delta {
     }
 }
 
+#[inline(always)]
 fn get16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+#[inline(always)]
 fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
@@ -679,31 +688,39 @@ fn adjust(hc: u16, sum: u16) -> u16 {
 /// Rewrites a packet of an entry's flow: the source address and port (ICMP: echo id) on the
 /// way out, the destination on the way back, adjusting the checksums by the entry's
 /// precomputed sums ([`Sums`]). `parse_any` has checked that the headers are there.
-#[inline]
+#[inline(always)]
 fn translate(pkt: &mut [u8], l4: &L4, outbound: bool, addr: u32, port: u16, (ip_sum, l4_sum): (u16, u16)) {
-    put16(pkt, 10, adjust(get16(pkt, 10), ip_sum));
+    // Fixed-size views: one bounds check each instead of one per field.
+    let (ip, rest) = pkt.split_at_mut(usize::from(l4.off).min(pkt.len()));
+    let Some(ip) = ip.first_chunk_mut::<20>() else { return };
+    let hc = get16(ip, 10);
+    put16(ip, 10, adjust(hc, ip_sum));
     let addr_at = if outbound { 12 } else { 16 };
-    pkt[addr_at..addr_at + 4].copy_from_slice(&addr.to_be_bytes());
-    let off = usize::from(l4.off);
-    let port_at = if outbound { off } else { off + 2 };
+    ip[addr_at..addr_at + 4].copy_from_slice(&addr.to_be_bytes());
+    let Some(l4h) = rest.first_chunk_mut::<8>() else { return };
+    let port_at = if outbound { 0 } else { 2 };
     match l4.proto {
         ip_proto::TCP => {
-            put16(pkt, off + 16, adjust(get16(pkt, off + 16), l4_sum));
-            put16(pkt, port_at, port);
+            put16(l4h, port_at, port);
+            if let Some(tcp) = rest.first_chunk_mut::<20>() {
+                let hc = get16(tcp, 16);
+                put16(tcp, 16, adjust(hc, l4_sum));
+            }
         }
         ip_proto::UDP => {
-            let hc = get16(pkt, off + 6);
+            let hc = get16(l4h, 6);
             // RFC 768: a zero checksum means none was computed; it stays zero, and a computed
             // zero is sent as all ones.
             if hc != 0 {
                 let v = adjust(hc, l4_sum);
-                put16(pkt, off + 6, if v == 0 { 0xffff } else { v });
+                put16(l4h, 6, if v == 0 { 0xffff } else { v });
             }
-            put16(pkt, port_at, port);
+            put16(l4h, port_at, port);
         }
         _ => {
-            put16(pkt, off + 2, adjust(get16(pkt, off + 2), l4_sum));
-            put16(pkt, off + 4, port);
+            let hc = get16(l4h, 2);
+            put16(l4h, 2, adjust(hc, l4_sum));
+            put16(l4h, 4, port);
         }
     }
 }
@@ -806,7 +823,7 @@ impl ConnTable {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn prefetch_hash(&self, ix: &Index, h: u32, stage: Prefetch) {
         let i = h as usize & ix.mask;
         match stage {
@@ -924,12 +941,13 @@ impl ConnTable {
 
     /// [`ConnTable::parse_outbound`] into `p` (left unspecified on error): a worker parses
     /// into where it keeps the flow until the packet goes through (see [`parse_into`]).
-    #[inline]
+    #[inline(always)]
     pub fn parse_outbound_into(&self, tunnel: u32, pkt: &[u8], p: &mut Parsed) -> Result<(), NatError> {
         if let Err(e) = parse_into(pkt, &mut p.l4) {
             return self.refuse(e);
         }
-        p.hash = if p.l4.trackable() { p.l4.fwd(tunnel).hash(self.cfg.seed) } else { 0 };
+        p.tracked = p.l4.trackable();
+        p.hash = if p.tracked { p.l4.fwd(tunnel).hash(self.cfg.seed) } else { 0 };
         p.tunnel = tunnel;
         p.reply = false;
         Ok(())
@@ -937,11 +955,11 @@ impl ConnTable {
 
     /// Starts loading the index slot ([`Prefetch::Index`]) or, a pass later, the entry
     /// ([`Prefetch::Entry`]) a parsed packet will use.
-    #[inline]
+    #[inline(always)]
     pub fn prefetch(&self, p: &Parsed, stage: Prefetch) {
         if p.reply {
             self.prefetch_hash(&self.rev, p.hash, stage);
-        } else if p.l4.trackable() {
+        } else if p.tracked {
             self.prefetch_hash(&self.fwd, p.hash, stage);
         }
     }
@@ -969,7 +987,7 @@ impl ConnTable {
     /// wants [`ConnTable::admit_parsed`]; nothing has changed then.
     #[inline(always)]
     pub fn admit_known(&mut self, now: u64, p: &Parsed, pkt: &mut [u8], set: &PolicySet) -> Option<Verdict> {
-        if p.reply || !p.l4.trackable() {
+        if p.reply || !p.tracked {
             return None;
         }
         let fwd = p.l4.fwd(p.tunnel);
@@ -1157,7 +1175,7 @@ impl ConnTable {
     }
 
     /// [`ConnTable::parse_reply`] into `p` (left unspecified on error).
-    #[inline]
+    #[inline(always)]
     pub fn parse_reply_into(&self, pkt: &[u8], p: &mut Parsed) -> Result<(), NatError> {
         if let Err(e) = parse_into(pkt, &mut p.l4) {
             return self.refuse(e);
@@ -1169,6 +1187,7 @@ impl ConnTable {
             _ => return self.refuse(NatError::Unsupported),
         }
         p.hash = Self::rev_of(l4).hash(self.cfg.seed);
+        p.tracked = true;
         p.tunnel = 0;
         p.reply = true;
         Ok(())
