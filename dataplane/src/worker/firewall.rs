@@ -172,6 +172,14 @@ impl Firewall {
         }
     }
 
+    /// Starts loading the entry of the packet parked at `at` and notes which it is.
+    #[inline(always)]
+    fn prefetch_entry(&mut self, at: usize) {
+        if let Some(pk) = self.flows.get_mut(at).filter(|pk| pk.refused.is_none()) {
+            self.nat.prefetch_entry(&mut pk.flow);
+        }
+    }
+
     #[inline]
     fn if_of(&self, port: u16) -> IfIndex {
         self.port_if.get(usize::from(port)).copied().unwrap_or(IfIndex::MAX)
@@ -400,9 +408,7 @@ impl<B: PacketBuf + Send> State<B> {
         // packet is parked in a few nanoseconds: there the slot would not be in yet and
         // reading it would stall, so its entry waits for the stage.
         if matches!(origin, Origin::Tunnel(_)) && at >= ENTRY_LAG && fw.entries_loading == at - ENTRY_LAG {
-            if let Some(Ok(p)) = fw.flows.get(at - ENTRY_LAG).map(Parked::get) {
-                fw.nat.prefetch(p, Prefetch::Entry);
-            }
+            fw.prefetch_entry(at - ENTRY_LAG);
             fw.entries_loading += 1;
         }
         // Not full: it was emptied above if it was.
@@ -419,21 +425,17 @@ impl<B: PacketBuf + Send> State<B> {
         // as the forwarding of the packets before gives their index slots time to arrive:
         // reading all the slots at once here stalled on the last ones (LAN packets are parked
         // in a few nanoseconds each), which cost more than no prefetch at all.
-        if let Some(fw) = self.fw.as_ref() {
-            for f in fw.flows.get(fw.entries_loading..n.min(fw.entries_loading + ENTRY_LAG)).into_iter().flatten() {
-                if let Ok(p) = f.get() {
-                    fw.nat.prefetch(p, Prefetch::Entry);
-                }
+        if let Some(fw) = self.fw.as_mut() {
+            for i in fw.entries_loading..n.min(fw.entries_loading + ENTRY_LAG) {
+                fw.prefetch_entry(i);
             }
         }
         // One packet moved out at a time (no copy of the whole park), in arrival order.
         for i in 0..n {
-            if let Some(fw) = self.fw.as_ref() {
+            if let Some(fw) = self.fw.as_mut() {
                 let ahead = i + ENTRY_LAG;
-                if ahead >= fw.entries_loading {
-                    if let Some(Ok(p)) = fw.flows.get(ahead).filter(|_| ahead < n).map(Parked::get) {
-                        fw.nat.prefetch(p, Prefetch::Entry);
-                    }
+                if ahead >= fw.entries_loading && ahead < n {
+                    fw.prefetch_entry(ahead);
                 }
             }
             let Some(s) = self.staged.get_mut(i).and_then(Option::take) else { continue };
