@@ -2,7 +2,10 @@
 
 use std::net::Ipv4Addr;
 
-use dialgate_dataplane::nat::{ConnTable, NatConfig, NatError, Prefetch, RssSteer, Timeouts};
+use dialgate_dataplane::nat::{Admit, ConnTable, NatConfig, NatError, Prefetch, RssSteer, Timeouts};
+use dialgate_dataplane::policy::{
+    predefined_service, Action, AddrSet, FlowKey, GroupMask, IfMatch, PolicySet, PolicySpec,
+};
 use dialgate_dataplane::wire::checksum;
 use proptest::prelude::*;
 
@@ -395,10 +398,84 @@ proptest! {
         let nat = Ipv4Addr::from(nat);
         t.outbound(0, 5, &mut p, Some(nat)).unwrap();
         prop_assert!(checksums_valid(&p));
+        // The flow's next packet takes the entry's stored checksum sums: the same bytes.
+        let mut again = orig.clone();
+        t.outbound(0, 5, &mut again, Some(nat)).unwrap();
+        prop_assert_eq!(&again, &p);
         let mut r = swap(&p);
         let rep = t.reply(1, &mut r).unwrap();
         prop_assert_eq!(rep.tunnel, 5);
         prop_assert!(checksums_valid(&r));
         prop_assert_eq!(swap(&r), orig);
     }
+}
+
+/// The entry an entry prefetch remembers is only a hint: after that flow is gone and its
+/// entry reused by another, a packet of the old flow must not take the new flow's translation.
+#[test]
+fn a_remembered_entry_that_changed_hands_is_not_used() {
+    let timeouts = Timeouts { udp: 30 * S, ..Timeouts::default() };
+    let mut t = table(NatConfig { capacity: 16, timeouts, ..NatConfig::default() });
+    let mut a = packet(UDP, client(1), SERVER, 1000, 53, b"a", 0);
+    t.outbound(0, 0, &mut a, Some(GW_LAN)).unwrap();
+    let reply_a = swap(&a);
+    let mut pa = t.parse_reply(&reply_a).unwrap();
+    t.prefetch_entry(&mut pa);
+    let set = accept_all();
+    let first_a = packet(UDP, client(1), SERVER, 1000, 53, b"a", 0);
+    let mut fa = t.parse_outbound(0, &first_a).unwrap();
+    t.prefetch_entry(&mut fa);
+
+    // Flow A expires; flow B (another client, another tunnel) gets the freed entry.
+    assert_eq!(t.sweep(31 * S, 1000), 1);
+    let mut b = packet(UDP, client(2), SERVER, 2000, 53, b"b", 0);
+    t.outbound(31 * S, 1, &mut b, Some(GW_LAN)).unwrap();
+    assert_eq!(t.len(), 1);
+
+    // A's reply, with A's remembered entry: no entry, packet untouched.
+    let mut r = reply_a.clone();
+    assert_eq!(t.reply_parsed(32 * S, &pa, &mut r).map(|r| r.tunnel), Err(NatError::NoEntry));
+    assert_eq!(r, reply_a);
+    // B's reply goes to B.
+    let mut rb = swap(&b);
+    let mut pb = t.parse_reply(&rb).unwrap();
+    t.prefetch_entry(&mut pb);
+    let got = t.reply_parsed(32 * S, &pb, &mut rb).unwrap();
+    assert_eq!((got.tunnel, got.client), (1, client(2)));
+    assert!(checksums_valid(&rb));
+
+    // A's next packet, with the remembered entry now B's: a new flow of its own, not B's
+    // translation.
+    let mut again = first_a.clone();
+    let base = FlowKey {
+        in_if: 0,
+        out_if: 1,
+        proto: 0,
+        src: Ipv4Addr::UNSPECIFIED,
+        dst: Ipv4Addr::UNSPECIFIED,
+        sport: 0,
+        dport: 0,
+        icmp_type: 0,
+        groups: GroupMask::NONE,
+    };
+    let admitted = t.admit_parsed(33 * S, &fa, &mut again, &set, &base, GW_LAN).unwrap();
+    assert!(matches!(admitted, Admit::Tracked { new_flow: true, .. }), "{admitted:?}");
+    assert_eq!(t.len(), 2);
+    assert_ne!(ports(&again).0, ports(&b).0, "A kept clear of B's NAT port");
+    assert!(checksums_valid(&again));
+}
+
+fn accept_all() -> PolicySet {
+    let spec = PolicySpec {
+        id: 1,
+        src_if: IfMatch::Any,
+        dst_if: IfMatch::Any,
+        src: AddrSet::from_ranges([(Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(255, 255, 255, 255))]),
+        dst: AddrSet::from_ranges([(Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(255, 255, 255, 255))]),
+        services: predefined_service("ALL").unwrap().to_vec(),
+        action: Action::Accept,
+        nat: true,
+        groups: GroupMask::NONE,
+    };
+    PolicySet::compile(&[spec], 3, None).unwrap()
 }

@@ -391,6 +391,22 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_is_one_pointer_and_may_outlive_its_network() {
+        assert_eq!(std::mem::size_of::<MemBuf>(), std::mem::size_of::<usize>());
+        let net = MemNet::new(&MemConfig { ports: 1, queues: 1, queue_depth: 4, buffers: 4, buf_size: 256 });
+        let mut io = net.io();
+        let kept = io.alloc().unwrap();
+        assert_eq!(net.free_buffers(), 3);
+        drop(kept);
+        assert_eq!(net.free_buffers(), 4, "a dropped buffer goes home");
+        let orphan = io.alloc().unwrap();
+        drop(io);
+        drop(net);
+        // Its pool is gone: dropping it frees it instead of returning it.
+        drop(orphan);
+    }
+
+    #[test]
     fn pool_exhaustion_and_return() {
         let net = MemNet::new(&MemConfig { ports: 1, buffers: 3, ..MemConfig::default() });
         let mut io = net.io();
