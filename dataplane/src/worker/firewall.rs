@@ -94,6 +94,8 @@ pub(super) struct Firewall {
 struct Parked {
     flow: Parsed,
     refused: Option<NatError>,
+    /// For a tunnel packet: its tunnel.
+    tunnel: FromTunnel,
 }
 
 impl Parked {
@@ -211,15 +213,30 @@ pub(super) struct FromTunnel {
     pub(super) groups: GroupMask,
     /// Connection-table tunnel id.
     pub(super) conn: u32,
-    /// The packet's position in the park, where its parsed flow is ([`NOT_PARKED`]: none).
-    pub(super) parked: u8,
 }
 
-/// Where a packet entering `route_inner` came from.
+impl Default for FromTunnel {
+    fn default() -> Self {
+        FromTunnel { if_index: IfIndex::MAX, groups: GroupMask::NONE, conn: 0 }
+    }
+}
+
+/// A packet arriving at the firewall's park.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Arrival {
+    /// Decrypted from this tunnel.
+    Tunnel(FromTunnel),
+    /// Cleartext from a LAN port; `reply`: addressed to the gateway.
+    Lan { port: u16, reply: bool },
+}
+
+/// Where a packet entering `route_inner` came from. Two bytes and a tag, passed in registers:
+/// what the firewall knows of a tunnel packet stays in the park (`Firewall::flows`), as a
+/// copy of it carried through every call cost more than the lookups it feeds.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Origin {
-    /// Decrypted from a tunnel.
-    Tunnel(FromTunnel),
+    /// Decrypted from a tunnel; its park position ([`NOT_PARKED`] without a firewall).
+    Tunnel { parked: u8 },
     /// Cleartext from a LAN port; `reply` when it matched a connection entry.
     Lan { port: u16, reply: bool },
 }
@@ -262,20 +279,20 @@ impl<B: PacketBuf + Send> State<B> {
     pub(super) fn fw_forward(
         &mut self,
         pol: &PolicySet,
-        t: &FromTunnel,
+        parked: u8,
         out_port: u16,
         pkt: &mut [u8],
     ) -> Result<(), DropReason> {
         let Some(fw) = self.fw.as_mut() else { return Ok(()) };
         // Most packets: a known flow admitted by the running set.
-        if let Some(Ok(p)) = fw.flows.get(usize::from(t.parked)).map(Parked::get) {
+        if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
             let now = fw.now(self.clock.now());
             if let Some(v) = fw.nat.admit_known(now, p, pkt, pol) {
                 fw.tally.add(pol, v, pkt.len() as u32, false);
                 return Ok(());
             }
         }
-        self.fw_forward_policy(pol, t, out_port, pkt)
+        self.fw_forward_policy(pol, parked, out_port, pkt)
     }
 
     /// [`Self::fw_forward`] for a packet the policy must decide: a new flow, an expired one,
@@ -285,11 +302,15 @@ impl<B: PacketBuf + Send> State<B> {
     fn fw_forward_policy(
         &mut self,
         pol: &PolicySet,
-        t: &FromTunnel,
+        parked: u8,
         out_port: u16,
         pkt: &mut [u8],
     ) -> Result<(), DropReason> {
         let Some(fw) = self.fw.as_mut() else { return Ok(()) };
+        // With a firewall every tunnel packet is parked; one that was not has no tunnel to
+        // check against.
+        let Some(pk) = fw.flows.get(usize::from(parked)) else { return Err(DropReason::Unhandled) };
+        let t = pk.tunnel;
         let nat_addr = self
             .ports
             .get(usize::from(out_port))
@@ -299,11 +320,10 @@ impl<B: PacketBuf + Send> State<B> {
         let base = base_key(t.if_index, fw.if_of(out_port), t.groups);
         let now = fw.now(self.clock.now());
         let len = pkt.len() as u32;
-        let admitted = match fw.flows.get(usize::from(t.parked)).map(Parked::get) {
-            Some(Ok(p)) => fw.nat.admit_parsed(now, p, pkt, pol, &base, nat_addr),
+        let admitted = match pk.get() {
+            Ok(p) => fw.nat.admit_parsed(now, p, pkt, pol, &base, nat_addr),
             // Refused (and counted) when it was parked.
-            Some(Err(e)) => Err(e),
-            None => fw.nat.admit(now, t.conn, pkt, pol, &base, nat_addr),
+            Err(e) => Err(e),
         };
         match admitted {
             Ok(Admit::Tracked { verdict, new_flow }) => {
@@ -356,6 +376,22 @@ impl<B: PacketBuf + Send> State<B> {
         }
     }
 
+    /// [`Self::fw_check`] for a parked tunnel packet going into tunnel `out_if`.
+    #[inline]
+    pub(super) fn fw_check_parked(
+        &mut self,
+        pol: &PolicySet,
+        parked: u8,
+        out_if: IfIndex,
+        pkt: &[u8],
+    ) -> Result<(), DropReason> {
+        let Some(fw) = self.fw.as_ref() else { return Ok(()) };
+        let Some(t) = fw.flows.get(usize::from(parked)).map(|pk| pk.tunnel) else {
+            return Err(DropReason::Unhandled);
+        };
+        self.fw_check(pol, t.if_index, out_if, t.groups, pkt)
+    }
+
     /// A check without state (LAN-initiated traffic into a tunnel, tunnel to tunnel).
     #[inline]
     pub(super) fn fw_check(
@@ -383,7 +419,7 @@ impl<B: PacketBuf + Send> State<B> {
     /// Parks a packet for the burst's firewall stage and starts loading its connection-index
     /// slot; runs the stage first when the park is full.
     #[inline]
-    pub(super) fn stage<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, buf: B, mut origin: Origin) {
+    pub(super) fn stage<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, buf: B, arrival: Arrival) {
         if self.staged.is_full() {
             self.run_staged(io, cx);
         }
@@ -391,12 +427,14 @@ impl<B: PacketBuf + Send> State<B> {
         let at = self.staged.len();
         let Some(slot) = fw.flows.get_mut(at) else { return self.drop_pkt(DropReason::Unhandled, buf) };
         // Parse and hash once: the prefetches and the translation use the result.
-        let parsed = match &mut origin {
-            Origin::Tunnel(t) => {
-                t.parked = at as u8;
-                fw.nat.parse_outbound_into(t.conn, buf.data(), &mut slot.flow)
+        let (origin, parsed) = match arrival {
+            Arrival::Tunnel(t) => {
+                slot.tunnel = t;
+                (Origin::Tunnel { parked: at as u8 }, fw.nat.parse_outbound_into(t.conn, buf.data(), &mut slot.flow))
             }
-            Origin::Lan { .. } => fw.nat.parse_reply_into(buf.data(), &mut slot.flow),
+            Arrival::Lan { port, reply } => {
+                (Origin::Lan { port, reply }, fw.nat.parse_reply_into(buf.data(), &mut slot.flow))
+            }
         };
         slot.refused = parsed.err();
         if parsed.is_ok() {
@@ -407,7 +445,7 @@ impl<B: PacketBuf + Send> State<B> {
         // overlaps with the rest of the burst's work instead of waiting for the stage. A LAN
         // packet is parked in a few nanoseconds: there the slot would not be in yet and
         // reading it would stall, so its entry waits for the stage.
-        if matches!(origin, Origin::Tunnel(_)) && at >= ENTRY_LAG && fw.entries_loading == at - ENTRY_LAG {
+        if matches!(origin, Origin::Tunnel { .. }) && at >= ENTRY_LAG && fw.entries_loading == at - ENTRY_LAG {
             fw.prefetch_entry(at - ENTRY_LAG);
             fw.entries_loading += 1;
         }
@@ -440,7 +478,7 @@ impl<B: PacketBuf + Send> State<B> {
             }
             let Some(s) = self.staged.get_mut(i).and_then(Option::take) else { continue };
             match s.origin {
-                Origin::Tunnel(_) => self.route_inner(io, cx, s.buf, s.origin),
+                Origin::Tunnel { .. } => self.route_inner(io, cx, s.buf, s.origin),
                 // `reply` carries "addressed to the gateway" while parked.
                 Origin::Lan { port, reply } => self.lan_ip(io, cx, port, s.buf, reply, i as u8),
             }

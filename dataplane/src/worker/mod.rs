@@ -58,7 +58,7 @@ use crate::wire::{arp, checksum, ip_proto, ipv4, natt, put16, udp};
 
 pub use classify::{classify, Class, Interface, Role};
 pub use firewall::FirewallConfig;
-use firewall::{Firewall, FromTunnel, Origin, Staged};
+use firewall::{Arrival, Firewall, FromTunnel, Origin, Staged};
 pub use stats::{Counter, WorkerShared, WorkerStats};
 
 /// A coarse clock the control plane advances (seconds, or any tick it likes) and workers
@@ -773,16 +773,7 @@ impl<B: PacketBuf + Send> State<B> {
                     news[1] = Some(Event::Sa { spi: loc.spi, dir: Direction::Inbound, event });
                 }
                 let t = entry.tunnel;
-                (
-                    slot,
-                    news,
-                    FromTunnel {
-                        if_index: t.if_index,
-                        groups: t.groups,
-                        conn: t.conn_id.unwrap_or(slot),
-                        parked: firewall::NOT_PARKED,
-                    },
-                )
+                (slot, news, FromTunnel { if_index: t.if_index, groups: t.groups, conn: t.conn_id.unwrap_or(slot) })
             }
         };
         self.shared.touch(slot, now);
@@ -791,9 +782,9 @@ impl<B: PacketBuf + Send> State<B> {
         }
         self.shared.stats.add(Counter::Decrypted, 1);
         if self.fw.is_some() {
-            return self.stage(io, cx, buf, Origin::Tunnel(tag));
+            return self.stage(io, cx, buf, Arrival::Tunnel(tag));
         }
-        self.route_inner(io, cx, buf, Origin::Tunnel(tag));
+        self.route_inner(io, cx, buf, Origin::Tunnel { parked: firewall::NOT_PARKED });
     }
 
     #[cold]
@@ -821,7 +812,7 @@ impl<B: PacketBuf + Send> State<B> {
         if !buf.adj(ethernet::HEADER_LEN) {
             return self.drop_pkt(DropReason::Truncated, buf);
         }
-        self.stage(io, cx, buf, Origin::Lan { port, reply: to_gateway });
+        self.stage(io, cx, buf, Arrival::Lan { port, reply: to_gateway });
     }
 
     /// Cleartext from a LAN port (Ethernet header still on); `to_gateway`: addressed to the
@@ -853,7 +844,7 @@ impl<B: PacketBuf + Send> State<B> {
     /// Routes an inner IPv4 packet (no Ethernet header): into a tunnel, or — for decrypted
     /// traffic only — onto a LAN link; the firewall (when configured) checks it on the way.
     fn route_inner<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, mut buf: B, origin: Origin) {
-        let from_tunnel = matches!(origin, Origin::Tunnel(_));
+        let from_tunnel = matches!(origin, Origin::Tunnel { .. });
         let dst = {
             let Ok(mut p) = ipv4::Packet::new_checked(buf.data_mut()) else {
                 return self.drop_pkt(DropReason::BadInnerPacket, buf);
@@ -886,7 +877,7 @@ impl<B: PacketBuf + Send> State<B> {
         };
         if self.fw.is_some() {
             let checked = match origin {
-                Origin::Tunnel(t) => self.fw_check(pol, t.if_index, sa.if_index, t.groups, buf.data()),
+                Origin::Tunnel { parked } => self.fw_check_parked(pol, parked, sa.if_index, buf.data()),
                 Origin::Lan { reply: true, .. } => Ok(()),
                 Origin::Lan { port, reply: false } => {
                     self.fw_check(pol, self.port_if(port), sa.if_index, crate::policy::GroupMask::NONE, buf.data())
@@ -910,8 +901,8 @@ impl<B: PacketBuf + Send> State<B> {
         next_hop: Ipv4Addr,
         mut buf: B,
     ) {
-        if let Origin::Tunnel(t) = origin {
-            if let Err(r) = self.fw_forward(pol, &t, port, buf.data_mut()) {
+        if let Origin::Tunnel { parked } = origin {
+            if let Err(r) = self.fw_forward(pol, parked, port, buf.data_mut()) {
                 return self.drop_pkt(r, buf);
             }
         }
