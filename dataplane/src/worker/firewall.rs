@@ -87,6 +87,9 @@ pub(super) struct Firewall {
     flows: [Parked; crate::port::BURST],
     /// Parked packets (a prefix of the park) whose entry prefetch has been issued.
     entries_loading: usize,
+    /// The poll's time in nanoseconds (read once per poll: the clock only ticks every
+    /// 100 ms anyway).
+    now_ns: u64,
 }
 
 /// A parked packet's flow: parsed, or why not.
@@ -163,7 +166,14 @@ impl Firewall {
             tally: Tally::default(),
             flows: [Parked::default(); crate::port::BURST],
             entries_loading: 0,
+            now_ns: 0,
         }
+    }
+
+    /// Reads the poll's time (start of every poll).
+    #[inline]
+    pub(super) fn begin_poll(&mut self, tick: u32) {
+        self.now_ns = self.now(tick);
     }
 
     /// Adds the poll's policy counts to the set (end of every poll, with the poll's set).
@@ -286,7 +296,7 @@ impl<B: PacketBuf + Send> State<B> {
         let Some(fw) = self.fw.as_mut() else { return Ok(()) };
         // Most packets: a known flow admitted by the running set.
         if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
-            let now = fw.now(self.clock.now());
+            let now = fw.now_ns;
             if let Some(v) = fw.nat.admit_known(now, p, pkt, pol) {
                 fw.tally.add(pol, v, pkt.len() as u32, false);
                 return Ok(());
@@ -318,7 +328,7 @@ impl<B: PacketBuf + Send> State<B> {
             .and_then(|i| i.addrs.first().copied())
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let base = base_key(t.if_index, fw.if_of(out_port), t.groups);
-        let now = fw.now(self.clock.now());
+        let now = fw.now_ns;
         let len = pkt.len() as u32;
         let admitted = match pk.get() {
             Ok(p) => fw.nat.admit_parsed(now, p, pkt, pol, &base, nat_addr),
@@ -356,7 +366,7 @@ impl<B: PacketBuf + Send> State<B> {
         let Some(fw) = self.fw.as_mut() else {
             return if to_gateway { Err(DropReason::Unhandled) } else { Ok(false) };
         };
-        let now = fw.now(self.clock.now());
+        let now = fw.now_ns;
         let len = pkt.len() as u32;
         let replied = match fw.flows.get(usize::from(parked)).map(Parked::get) {
             Some(Ok(p)) => fw.nat.reply_verdict(now, p, pkt),

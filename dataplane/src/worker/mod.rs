@@ -582,6 +582,9 @@ impl<P: PacketIo> Worker<P> {
         let st = &mut self.st;
         st.polls += 1;
         st.apply_commands();
+        if let Some(fw) = st.fw.as_mut() {
+            fw.begin_poll(st.clock.now());
+        }
         self.reader.quiescent();
         let g = self.reader.read();
         let tbl = &*self.outbound;
