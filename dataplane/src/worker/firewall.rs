@@ -473,8 +473,10 @@ impl<B: PacketBuf + Send> State<B> {
         // as the forwarding of the packets before gives their index slots time to arrive:
         // reading all the slots at once here stalled on the last ones (LAN packets are parked
         // in a few nanoseconds each), which cost more than no prefetch at all.
+        // The loop below reaches ENTRY_LAG packets ahead, so only the first few need it here;
+        // after decryptions those are on their way already.
         if let Some(fw) = self.fw.as_mut() {
-            for i in fw.entries_loading..n.min(fw.entries_loading + ENTRY_LAG) {
+            for i in fw.entries_loading..n.min(ENTRY_LAG) {
                 fw.prefetch_entry(i);
             }
         }
