@@ -426,10 +426,30 @@ impl<B: PacketBuf + Send> State<B> {
         }
     }
 
+    /// [`Self::stage`] for a decrypted packet: the tunnel is passed in two registers (an
+    /// [`Arrival`] would go through memory and be read back right away).
+    #[inline(never)]
+    pub(super) fn stage_tunnel<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, buf: B, t: FromTunnel) {
+        self.stage(io, cx, buf, Arrival::Tunnel(t));
+    }
+
+    /// [`Self::stage`] for a packet from a LAN port.
+    #[inline(never)]
+    pub(super) fn stage_lan<P: PacketIo<Buf = B>>(
+        &mut self,
+        io: &mut P,
+        cx: Cx<'_, '_>,
+        buf: B,
+        port: u16,
+        reply: bool,
+    ) {
+        self.stage(io, cx, buf, Arrival::Lan { port, reply });
+    }
+
     /// Parks a packet for the burst's firewall stage and starts loading its connection-index
     /// slot; runs the stage first when the park is full.
-    #[inline]
-    pub(super) fn stage<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, buf: B, arrival: Arrival) {
+    #[inline(always)]
+    fn stage<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, buf: B, arrival: Arrival) {
         if self.staged.is_full() {
             self.run_staged(io, cx);
         }

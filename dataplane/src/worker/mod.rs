@@ -58,7 +58,7 @@ use crate::wire::{arp, checksum, ip_proto, ipv4, natt, put16, udp};
 
 pub use classify::{classify, Class, Interface, Role};
 pub use firewall::FirewallConfig;
-use firewall::{Arrival, Firewall, FromTunnel, Origin, Staged};
+use firewall::{Firewall, FromTunnel, Origin, Staged};
 pub use stats::{Counter, WorkerShared, WorkerStats};
 
 /// A coarse clock the control plane advances (seconds, or any tick it likes) and workers
@@ -785,7 +785,7 @@ impl<B: PacketBuf + Send> State<B> {
         }
         self.shared.stats.add(Counter::Decrypted, 1);
         if self.fw.is_some() {
-            return self.stage(io, cx, buf, Arrival::Tunnel(tag));
+            return self.stage_tunnel(io, cx, buf, tag);
         }
         self.route_inner(io, cx, buf, Origin::Tunnel { parked: firewall::NOT_PARKED });
     }
@@ -815,7 +815,7 @@ impl<B: PacketBuf + Send> State<B> {
         if !buf.adj(ethernet::HEADER_LEN) {
             return self.drop_pkt(DropReason::Truncated, buf);
         }
-        self.stage(io, cx, buf, Arrival::Lan { port, reply: to_gateway });
+        self.stage_lan(io, cx, buf, port, to_gateway);
     }
 
     /// Cleartext from a LAN port (Ethernet header still on); `to_gateway`: addressed to the
