@@ -12,9 +12,12 @@
 //! - With a firewall policy ([`crate::policy::PolicySet`]): [`ConnTable::admit`] does the
 //!   policy check and the translation in one lookup, caching the verdict in the entry so a
 //!   known flow skips the policy until the set is replaced. A worker that prefetches parses
-//!   once ([`ConnTable::parse_outbound`] / [`ConnTable::parse_reply`]), prefetches with the
-//!   result ([`ConnTable::prefetch`]) and translates with it ([`ConnTable::admit_parsed`] /
-//!   [`ConnTable::reply_parsed`]).
+//!   once, into where it keeps the flow ([`ConnTable::parse_outbound_into`] /
+//!   [`ConnTable::parse_reply_into`]), prefetches the index slot with the result
+//!   ([`ConnTable::prefetch`]), a few packets later the entry ([`ConnTable::prefetch_entry`],
+//!   which remembers it in the parsed flow), and translates ([`ConnTable::admit_known`], else
+//!   [`ConnTable::admit_parsed`]; [`ConnTable::reply_verdict`]) starting from that entry.
+//!   A translated flow's checksum updates are sums computed when its entry is made.
 //!
 //! NAT ports never include 500 and 4500: the NAT address is the gateway's own, where those
 //! ports are IKE and ESP in UDP.
@@ -33,9 +36,9 @@
 //! Why per worker and not shared: a lookup in an owned table is a plain memory access, while a
 //! shared table needs atomics on every entry it touches and bounces cache lines between cores
 //! (`bench/benches/policy.rs` measures both: with 100 000 entries and every packet a different
-//! flow, 220 ns a packet owned, 291 ns behind an uncontended mutex, and two threads sharing
-//! the mutex together no faster than one thread alone — per-worker tables scale with workers,
-//! a shared one does not). For a burst, prefetch ([`ConnTable::prefetch_outbound`]) in two
+//! flow, 54 ns a packet owned, 58 ns behind an uncontended mutex, and two threads sharing the
+//! mutex 78 ns a packet together, slower than one thread alone — per-worker tables scale with
+//! workers, a shared one does not). For a burst, prefetch ([`ConnTable::prefetch_outbound`]) in two
 //! passes before translating so the cache misses overlap. The condition is that a reply reaches the worker
 //! that owns its entry. With RSS, the NIC hashes the reply's (src, dst, sport, dport) with
 //! Toeplitz and picks a queue through its redirection table; [`RssSteer`] lets the table pick
@@ -947,7 +950,8 @@ impl ConnTable {
     }
 
     /// [`ConnTable::parse_outbound`] into `p` (left unspecified on error): a worker parses
-    /// into where it keeps the flow until the packet goes through (see [`parse_into`]).
+    /// into where it keeps the flow until the packet goes through (parsing into a temporary
+    /// and copying it over stalled store forwarding).
     #[inline(always)]
     pub fn parse_outbound_into(&self, tunnel: u32, pkt: &[u8], p: &mut Parsed) -> Result<(), NatError> {
         if let Err(e) = parse_into(pkt, &mut p.l4) {

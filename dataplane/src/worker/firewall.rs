@@ -30,10 +30,21 @@
 //!
 //! Connection lookups miss the cache when flows are many (100 000 entries are 8 MB), so with a
 //! firewall the worker runs each rx burst in two stages, as VPP does: first every packet is
-//! classified (and ESP decrypted) as usual, and a packet bound for the firewall is parked with
-//! a prefetch of its connection-index slot; then, once the burst is in, the parked packets'
-//! entries are prefetched together and the packets go through policy, NAT and tx in order.
-//! The misses of a burst overlap instead of adding up.
+//! classified (and ESP decrypted) as usual, and a packet bound for the firewall is parked: its
+//! flow is parsed and hashed into the park (`Firewall::flows`, where it stays until the packet
+//! goes on) and its connection-index slot prefetched. The entry the slot names is prefetched
+//! a few packets later — while parking, after decryptions (their time lets the slot arrive);
+//! while forwarding the park, for LAN packets (parked in nanoseconds, their slots would not be
+//! in yet) — and remembered, so the packet's turn starts at the entry (checked to be its
+//! flow's) instead of at the index. The misses of a burst overlap instead of adding up.
+//!
+//! What the hot path avoids, each measured (`bench/benches/policy.rs`): reading back right
+//! away, with wider or offset loads, a struct that was just stored in pieces (a parsed flow or
+//! a tunnel tag handed along by value, a result enum returned through memory) stalls store
+//! forwarding, and those stalls were more than half of the firewall's cost per packet; the
+//! parsed flow therefore stays in the park, a tunnel packet's `Origin` is only its park
+//! position, and hot results are at most two registers wide. A known flow touches neither
+//! the policy nor the NAT address; its checksum updates are sums stored in its entry.
 //!
 //! Policy counters are relaxed atomics in the set, added to once per poll from a small
 //! per-worker tally; NAT counters and the connection table are
