@@ -556,3 +556,49 @@ fn idle_entries_expire_and_their_replies_stop() {
     assert!(f.wan_out().is_empty());
     assert_eq!(f.drops(DropReason::Unhandled), 1);
 }
+
+/// A new flow whose packets follow each other in one burst: the first makes the entry after
+/// the later ones were parked (their prefetch found nothing), and they must still find it —
+/// one entry, one hit, one translation — in order, with the replies in one burst too.
+#[test]
+fn a_new_flow_repeated_within_one_burst_gets_one_entry() {
+    let mut f = fx();
+    // 40 packets: flow A (port 7000) at every fifth, new flows between; 32 fill one park.
+    let mut sent = Vec::new();
+    for i in 0..40u16 {
+        let sport = if i % 5 == 0 { 7000 } else { 7100 + i };
+        let q = f.udp_from(0, sport, 9005, format!("#{i}").as_bytes());
+        f.send(0, &q);
+        sent.push(sport);
+    }
+    for _ in 0..6 {
+        f.worker.poll();
+    }
+    let out = f.lan_out();
+    assert_eq!(out.len(), 40);
+    for (i, p) in out.iter().enumerate() {
+        assert!(p.ends_with(format!("#{i}").as_bytes()), "packet {i} in order");
+        assert!(frames::checksums_ok(p));
+    }
+    let a: std::collections::HashSet<u16> =
+        out.iter().zip(&sent).filter(|(_, &s)| s == 7000).map(|(p, _)| ports(p).0).collect();
+    assert_eq!(a.len(), 1, "flow A has one translation across its 8 packets");
+    let flows = 1 + 32;
+    assert_eq!(f.worker.conn_table().unwrap().len(), flows);
+    let (packets, hits, _) = f.counters(1);
+    assert_eq!((packets, hits), (40, flows as u64), "a hit per flow, a packet per packet");
+    // Eight answers to A in one burst: all back to the client, to port 7000.
+    let a_out = out.iter().zip(&sent).find(|(_, &s)| s == 7000).map(|(p, _)| p.clone()).unwrap();
+    for k in 0..8u8 {
+        f.server_sends(&udp_answer(&a_out, &[b'r', k]));
+    }
+    f.pump();
+    let back = f.wan_out();
+    assert_eq!(back.len(), 8);
+    for (k, (c, inner)) in back.iter().enumerate() {
+        assert_eq!(*c, 0);
+        assert_eq!(ports(inner).1, 7000);
+        assert!(inner.ends_with(&[b'r', k as u8]), "reply {k} in order");
+        assert!(frames::checksums_ok(inner));
+    }
+}
