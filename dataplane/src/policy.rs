@@ -73,6 +73,24 @@ pub struct FlowKey {
     pub groups: GroupMask,
 }
 
+impl FlowKey {
+    /// The interfaces and groups of a key, addresses and ports still empty (the connection
+    /// table fills them in from the packet: `nat::flow_key`).
+    pub fn between(in_if: IfIndex, out_if: IfIndex, groups: GroupMask) -> FlowKey {
+        FlowKey {
+            in_if,
+            out_if,
+            proto: 0,
+            src: Ipv4Addr::UNSPECIFIED,
+            dst: Ipv4Addr::UNSPECIFIED,
+            sport: 0,
+            dport: 0,
+            icmp_type: 0,
+            groups,
+        }
+    }
+}
+
 /// What a policy does with matching traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {

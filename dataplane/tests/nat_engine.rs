@@ -447,17 +447,7 @@ fn a_remembered_entry_that_changed_hands_is_not_used() {
     // A's next packet, with the remembered entry now B's: a new flow of its own, not B's
     // translation.
     let mut again = first_a.clone();
-    let base = FlowKey {
-        in_if: 0,
-        out_if: 1,
-        proto: 0,
-        src: Ipv4Addr::UNSPECIFIED,
-        dst: Ipv4Addr::UNSPECIFIED,
-        sport: 0,
-        dport: 0,
-        icmp_type: 0,
-        groups: GroupMask::NONE,
-    };
+    let base = FlowKey::between(0, 1, GroupMask::NONE);
     let admitted = t.admit_parsed(33 * S, &fa, &mut again, &set, &base, GW_LAN).unwrap();
     assert!(matches!(admitted, Admit::Tracked { new_flow: true, .. }), "{admitted:?}");
     assert_eq!(t.len(), 2);

@@ -272,20 +272,6 @@ pub(super) struct Staged<B> {
 /// Packets between the index prefetch of a parked packet and its entry prefetch.
 const ENTRY_LAG: usize = 4;
 
-fn base_key(in_if: IfIndex, out_if: IfIndex, groups: GroupMask) -> FlowKey {
-    FlowKey {
-        in_if,
-        out_if,
-        proto: 0,
-        src: Ipv4Addr::UNSPECIFIED,
-        dst: Ipv4Addr::UNSPECIFIED,
-        sport: 0,
-        dport: 0,
-        icmp_type: 0,
-        groups,
-    }
-}
-
 #[cold]
 fn nat_drop(e: NatError) -> DropReason {
     match e {
@@ -338,7 +324,7 @@ impl<B: PacketBuf + Send> State<B> {
             .and_then(|p| p.iface.as_ref())
             .and_then(|i| i.addrs.first().copied())
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let base = base_key(t.if_index, fw.if_of(out_port), t.groups);
+        let base = FlowKey::between(t.if_index, fw.if_of(out_port), t.groups);
         let now = fw.now_ns;
         let len = pkt.len() as u32;
         let admitted = match pk.get() {
@@ -424,7 +410,7 @@ impl<B: PacketBuf + Send> State<B> {
         pkt: &[u8],
     ) -> Result<(), DropReason> {
         let Some(fw) = self.fw.as_mut() else { return Ok(()) };
-        let key = match nat::flow_key(pkt, &base_key(in_if, out_if, groups)) {
+        let key = match nat::flow_key(pkt, &FlowKey::between(in_if, out_if, groups)) {
             Ok(k) => k,
             Err(e) => return Err(nat_drop(e)),
         };
