@@ -685,9 +685,11 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 }
 
 /// RFC 1624 eqn. 3 with the changed words' terms summed beforehand: HC' = ~(~HC + sum).
-#[inline]
+#[inline(always)]
 fn adjust(hc: u16, sum: u16) -> u16 {
-    !checksum::fold(u32::from(!hc) + u32::from(sum))
+    // Two 16-bit values add up to at most 0x1fffe, so one end-around carry folds it (no loop).
+    let x = u32::from(!hc) + u32::from(sum);
+    !(((x & 0xffff) + (x >> 16)) as u16)
 }
 
 /// Rewrites a packet of an entry's flow: the source address and port (ICMP: echo id) on the
