@@ -1274,8 +1274,8 @@ impl ConnTable {
     /// Finds, refreshes and translates back the entry of a parsed reply; its index.
     #[inline(always)]
     fn reply_entry(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<u32, NatError> {
-        let l4 = p.l4;
-        let rev = Self::rev_of(&l4);
+        let l4 = &p.l4;
+        let rev = Self::rev_of(l4);
         let e = match self.find_rev(p, &rev) {
             Some(e) if self.entries[e as usize].expires > now => e,
             Some(e) => {
@@ -1295,7 +1295,7 @@ impl ConnTable {
         set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
         if sums.translated {
             // For ICMP, `translate` puts the port into the echo id.
-            translate(pkt, &l4, false, client, cport, (sums.rev_ip, sums.rev_l4));
+            translate(pkt, l4, false, client, cport, (sums.rev_ip, sums.rev_l4));
         }
         bump(&self.counters.replies, 1);
         Ok(e)
