@@ -59,6 +59,12 @@ fn strongswan_dials_in_and_pings_through_the_dpdk_data_plane() {
     assert!(install.contains("encap=udp") && install.contains("assigned=10.40.40."), "{why}");
     let stop = stdout.lines().find(|l| l.starts_with("dialgate: stopped;")).unwrap_or_else(|| panic!("{why}"));
     assert!(stop.contains("child SAs installed 1 refused 0"), "{why}");
+    // The workers' drops, by reason: none of the tunnel's own packets among them.
+    let drops =
+        stdout.lines().find(|l| l.starts_with("dialgate: data-plane drops: ")).unwrap_or_else(|| panic!("{why}"));
+    for bad in ["unknown_spi", "bad_icv", "replayed", "spoofed", "policy_denied", "nat_refused", "no_route"] {
+        assert!(!drops.contains(bad), "{bad} in {drops:?}: {why}");
+    }
     assert!(!stdout.contains("ike rx 0 "), "{why}");
     // diagnose over the control socket: the seeds' fields, and the worker's per-SA counters.
     for want in [
