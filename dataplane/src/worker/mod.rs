@@ -193,6 +193,12 @@ impl<B> Control<B> {
         self.shared.iter().map(|s| s.stats.drops(r)).sum()
     }
 
+    /// Every drop reason with a non-zero sum over all workers
+    /// ([`WorkerStats::nonzero_drops`] for the whole data plane).
+    pub fn nonzero_drops(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL.iter().map(|&r| (r, self.drops(r))).filter(|&(_, n)| n != 0).collect()
+    }
+
     /// Sum of one counter over all workers.
     pub fn counter(&self, c: Counter) -> u64 {
         self.shared.iter().map(|s| s.stats.get(c)).sum()

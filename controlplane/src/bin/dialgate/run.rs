@@ -360,13 +360,7 @@ fn dpdk_main(
         responder.established_count()
     );
     // What the workers dropped and why: after a run that lost packets, the first question.
-    let drops: Vec<String> = dialgate_dataplane::esp::DropReason::ALL
-        .iter()
-        .filter_map(|&r| {
-            let n = dp.control().drops(r);
-            (n > 0).then(|| format!("{}={n}", r.name()))
-        })
-        .collect();
+    let drops: Vec<String> = dp.control().nonzero_drops().iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
     println!("dialgate: data-plane drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
     Ok(ExitCode::SUCCESS)
 }
