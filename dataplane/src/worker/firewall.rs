@@ -15,7 +15,8 @@
 //! plane (`SharedPolicy::reclaim`), never on a worker.
 //!
 //! Per packet (no allocation, no lock, no syscall):
-//! * decrypted, tunnel → LAN port: [`crate::nat::ConnTable::admit`] looks the flow up once;
+//! * decrypted, tunnel → LAN port: [`crate::nat::ConnTable::admit_parsed`] looks the flow up
+//!   once;
 //!   a known flow whose cached verdict came from the running set skips the policy lookup,
 //!   anything else is looked up with (tunnel interface, LAN port's interface, groups of the
 //!   tunnel's user, addresses, protocol, ports). Denied → `DropReason::PolicyDenied`;
@@ -122,7 +123,7 @@ impl Parked {
     }
 }
 
-/// `FromTunnel::parked` / `lan_ip`'s `parked` of a packet that was not parked.
+/// The park position (`Origin::Tunnel`, `lan_ip`'s `parked`) of a packet that was not parked.
 pub(super) const NOT_PARKED: u8 = u8::MAX;
 
 /// Busy polls per expiry sweep.
@@ -184,7 +185,7 @@ impl Firewall {
     /// Reads the poll's time (start of every poll).
     #[inline]
     pub(super) fn begin_poll(&mut self, tick: u32) {
-        self.now_ns = self.now(tick);
+        self.now_ns = u64::from(tick).saturating_mul(self.tick_ns);
     }
 
     /// Adds the poll's policy counts to the set (end of every poll, with the poll's set).
@@ -208,21 +209,15 @@ impl Firewall {
         self.port_if.get(usize::from(port)).copied().unwrap_or(IfIndex::MAX)
     }
 
-    #[inline]
-    fn now(&self, tick: u32) -> u64 {
-        u64::from(tick).saturating_mul(self.tick_ns)
-    }
-
-    /// Expires a bounded number of entries: `sweep_budget` on a poll that received nothing
+    /// Expires a bounded number of entries at the poll's time: `sweep_budget` on a poll that received nothing
     /// (the worker is idle anyway), and every [`BUSY_SWEEP_EVERY`]th busy poll. Sweeping reads
     /// entries the traffic does not touch, so on every busy poll it cost 3 % of throughput in
     /// the worker benchmark; at one busy poll in 16 a 131 072-entry table is still covered in
     /// about a second at full load, far below the shortest timeout (60 s).
-    pub(super) fn sweep(&mut self, tick: u32, idle: bool) {
+    pub(super) fn sweep(&mut self, idle: bool) {
         self.sweep_polls = self.sweep_polls.wrapping_add(1);
         if idle || self.sweep_polls.is_multiple_of(BUSY_SWEEP_EVERY) {
-            let now = self.now(tick);
-            self.nat.sweep(now, self.sweep_budget);
+            self.nat.sweep(self.now_ns, self.sweep_budget);
         }
     }
 }
@@ -480,7 +475,8 @@ impl<B: PacketBuf + Send> State<B> {
         let _ = self.staged.try_push(Some(Staged { buf, origin }));
     }
 
-    /// The firewall stage: prefetch every parked packet's entry, then forward them in order.
+    /// The firewall stage: forward the parked packets in order, each one's entry prefetched a
+    /// few packets ahead of its turn.
     pub(super) fn run_staged<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>) {
         if self.staged.is_empty() {
             return;
@@ -489,9 +485,9 @@ impl<B: PacketBuf + Send> State<B> {
         // Entries not on their way yet are prefetched ENTRY_LAG packets ahead of their turn,
         // as the forwarding of the packets before gives their index slots time to arrive:
         // reading all the slots at once here stalled on the last ones (LAN packets are parked
-        // in a few nanoseconds each), which cost more than no prefetch at all.
-        // The loop below reaches ENTRY_LAG packets ahead, so only the first few need it here;
-        // after decryptions those are on their way already.
+        // in a few nanoseconds each), which cost more than no prefetch at all. The loop below
+        // reaches ENTRY_LAG ahead, so only the first few need it here (after decryptions,
+        // those are on their way already).
         if let Some(fw) = self.fw.as_mut() {
             for i in fw.entries_loading..n.min(ENTRY_LAG) {
                 fw.prefetch_entry(i);

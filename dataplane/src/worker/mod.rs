@@ -635,7 +635,7 @@ impl<P: PacketIo> Worker<P> {
         }
         if let Some(fw) = st.fw.as_mut() {
             fw.flush_counts(pol);
-            fw.sweep(st.clock.now(), n == 0);
+            fw.sweep(n == 0);
         }
         if !st.held.is_empty() {
             st.expire_held();
