@@ -9,8 +9,8 @@
 //!   the destination back and says which tunnel the packet belongs to.
 //! - Once per burst: [`ConnTable::sweep`] with a small budget removes expired entries; the work
 //!   per call is bounded, so a full table never stalls a worker.
-//! - With a firewall policy ([`crate::policy::PolicySet`]): [`ConnTable::admit`] does the
-//!   policy check and the translation in one lookup, caching the verdict in the entry so a
+//! - With a firewall policy ([`crate::policy::PolicySet`]): [`ConnTable::parse_outbound`],
+//!   then [`ConnTable::admit_parsed`], does the policy check and the translation in one lookup, caching the verdict in the entry so a
 //!   known flow skips the policy until the set is replaced. A worker that prefetches parses
 //!   once, into where it keeps the flow ([`ConnTable::parse_outbound_into`] /
 //!   [`ConnTable::parse_reply_into`]), prefetches the index slot with the result
@@ -337,12 +337,12 @@ pub struct Reply {
     pub tunnel: u32,
     /// The client address the reply is now addressed to.
     pub client: Ipv4Addr,
-    /// The verdict that admitted the flow ([`ConnTable::admit`]), to count the reply under the
+    /// The verdict that admitted the flow ([`ConnTable::admit_parsed`]), to count the reply under the
     /// same policy; `None` for entries made by [`ConnTable::outbound`].
     pub verdict: Option<Verdict>,
 }
 
-/// What [`ConnTable::admit`] decided for a packet from a tunnel.
+/// What [`ConnTable::admit_parsed`] decided for a packet from a tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admit {
     /// Forward: the flow has an entry (translated with NAT, tracked without), so replies pass.
@@ -815,8 +815,7 @@ impl ConnTable {
     #[inline]
     pub fn prefetch_outbound(&self, tunnel: u32, pkt: &[u8], stage: Prefetch) {
         if let Ok(l4) = parse(pkt) {
-            let fwd = Fwd { tunnel, src: l4.src, dst: l4.dst, sport: l4.sport, dport: l4.dport, proto: l4.proto };
-            let _ = self.prefetch_hash(&self.fwd, fwd.hash(self.cfg.seed), stage);
+            let _ = self.prefetch_hash(&self.fwd, l4.fwd(tunnel).hash(self.cfg.seed), stage);
         }
     }
 
@@ -824,9 +823,7 @@ impl ConnTable {
     #[inline]
     pub fn prefetch_reply(&self, pkt: &[u8], stage: Prefetch) {
         if let Ok(l4) = parse(pkt) {
-            let (sport, dport) = if l4.proto == ip_proto::ICMP { (0, l4.sport) } else { (l4.sport, l4.dport) };
-            let rev = Rev { src: l4.src, dst: l4.dst, sport, dport, proto: l4.proto };
-            let _ = self.prefetch_hash(&self.rev, rev.hash(self.cfg.seed), stage);
+            let _ = self.prefetch_hash(&self.rev, Self::rev_of(&l4).hash(self.cfg.seed), stage);
         }
     }
 
@@ -878,7 +875,7 @@ impl ConnTable {
         if l4.proto == ip_proto::ICMP && l4.icmp_type != ICMP_ECHO_REQUEST {
             return self.refuse(NatError::Unsupported);
         }
-        let fwd = Fwd { tunnel, src: l4.src, dst: l4.dst, sport: l4.sport, dport: l4.dport, proto: l4.proto };
+        let fwd = l4.fwd(tunnel);
         let h = fwd.hash(self.cfg.seed);
         let mut new_flow = false;
         let e = match self.fwd.find(h, |e| self.entries[e as usize].fwd == fwd) {
@@ -916,30 +913,6 @@ impl ConnTable {
         }
         bump(&self.counters.outbound, 1);
         (addr, port)
-    }
-
-    /// Firewall and NAT in one pass for a packet a client sent through `tunnel`: the flow's
-    /// entry is found with one hash; a known flow whose cached verdict came from `set` skips
-    /// the policy lookup; otherwise `set` is consulted with `base` (interfaces and groups)
-    /// completed from the packet. An accepted flow gets (or keeps) an entry — translated to
-    /// `nat_addr` when the policy says `nat`, tracked as it is otherwise — and the packet is
-    /// rewritten. Errors are the table's refusals (malformed, fragment, full, no port, a
-    /// protocol NAT cannot translate); they are counted here.
-    ///
-    /// After a reload a known flow is checked again: still accepted, it keeps its translation
-    /// (when the NAT setting is unchanged); denied, its entry is removed.
-    #[inline]
-    pub fn admit(
-        &mut self,
-        now: u64,
-        tunnel: u32,
-        pkt: &mut [u8],
-        set: &PolicySet,
-        base: &FlowKey,
-        nat_addr: Ipv4Addr,
-    ) -> Result<Admit, NatError> {
-        let p = self.parse_outbound(tunnel, pkt)?;
-        self.admit_parsed(now, &p, pkt, set, base, nat_addr)
     }
 
     /// Parses (and hashes) a decrypted packet from `tunnel` for [`ConnTable::admit_parsed`];
@@ -1018,7 +991,16 @@ impl ConnTable {
         self.rev.find(p.hash, |e| entries[e as usize].rev() == *rev).map(|(_, e)| e)
     }
 
-    /// [`ConnTable::admit`] for a packet parsed by [`ConnTable::parse_outbound`].
+    /// Firewall and NAT in one pass for a packet a client sent through a tunnel, parsed by
+    /// [`ConnTable::parse_outbound`]: the flow's entry is found with one hash; a known flow
+    /// whose cached verdict came from `set` skips the policy lookup; otherwise `set` is
+    /// consulted with `base` (interfaces and groups) completed from the packet. An accepted flow
+    /// gets (or keeps) an entry — translated to `nat_addr` when the policy says `nat`, tracked
+    /// as it is otherwise — and the packet is rewritten. Errors are the table's refusals (full,
+    /// no port, a protocol NAT cannot translate); they are counted here.
+    ///
+    /// After a reload a known flow is checked again: still accepted, it keeps its translation
+    /// (when the NAT setting is unchanged); denied, its entry is removed.
     #[inline]
     pub fn admit_parsed(
         &mut self,
