@@ -26,7 +26,10 @@
 //! Knobs (environment): `DIALGATE_POLICY_BENCH=worker` runs the worker comparison only;
 //! `DIALGATE_BENCH_PASSES` (default 2) passes over the 100 000 flows per case;
 //! `DIALGATE_BENCH_SPAN=N` sends to N flows only (cache-warm table, to separate misses from
-//! instructions); `DIALGATE_BENCH_SWEEP=N` sets the expiry sweep budget per poll.
+//! instructions); `DIALGATE_BENCH_SWEEP=N` sets the expiry sweep budget per poll;
+//! `DIALGATE_BENCH_SIZES=64,512` and `DIALGATE_BENCH_DIRS=seal` narrow the worker cases (to
+//! profile one of them alone); `DIALGATE_BENCH_ONLY=on` (or `off`) runs one of the two
+//! workers only, so that a profile shows that worker alone (no ratio then).
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -564,7 +567,9 @@ mod worker_path {
             next
         };
         for &size in sizes {
-            for dir in ["open", "seal"] {
+            let dirs = std::env::var("DIALGATE_BENCH_DIRS").unwrap_or_default();
+            let only = std::env::var("DIALGATE_BENCH_ONLY").unwrap_or_default();
+            for dir in ["open", "seal"].into_iter().filter(|d| dirs.is_empty() || dirs.contains(d)) {
                 off.busy = Duration::ZERO;
                 on.busy = Duration::ZERO;
                 let batches = passes * FLOWS / BATCH;
@@ -588,7 +593,11 @@ mod worker_path {
                         (LAN, f_off, f_on)
                     };
                     // Alternate which worker goes first, so neither always runs on a warm cache.
-                    let (t_off, t_on) = if b % 2 == 0 {
+                    let (t_off, t_on) = if only == "on" {
+                        (Duration::from_nanos(1), on.run(port, &f_on, true))
+                    } else if only == "off" {
+                        (off.run(port, &f_off, true), Duration::from_nanos(1))
+                    } else if b % 2 == 0 {
                         let a = off.run(port, &f_off, true);
                         (a, on.run(port, &f_on, true))
                     } else {
@@ -621,7 +630,12 @@ mod worker_path {
 /// The worker benchmark: prints the table and writes `target/policy-worker-bench.json`.
 fn worker_bench() {
     let passes = std::env::var("DIALGATE_BENCH_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    let rows = worker_path::run(&[64, 512, 1420], passes);
+    let sizes: Vec<usize> = std::env::var("DIALGATE_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![64, 512, 1420]);
+    let rows = worker_path::run(&sizes, passes);
     println!(
         "\nworker, 100 policies + 100 000 NAT entries vs policy off (same run, interleaved batches of 512)\n{:<6} {:>6} {:>14} {:>14} {:>8} {:>14}",
         "dir", "size", "off ns/pkt", "on ns/pkt", "ratio", "median ratio"

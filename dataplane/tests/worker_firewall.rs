@@ -335,6 +335,35 @@ fn two_clients_to_one_server_keep_distinct_translations_and_replies_find_their_t
     assert_eq!(f.counters(1).1, 2);
 }
 
+/// A NAT reply is forwarded, so its IPv4 header checksum is the client's to check, as for any
+/// forwarded packet; the translation must not turn a wrong sum into a right one. What the
+/// gateway takes in itself from the LAN (an echo request) is still checked.
+#[test]
+fn a_reply_with_a_bad_header_checksum_reaches_the_client_still_bad() {
+    let mut f = fx();
+    f.send(0, &f.udp_from(0, 5000, 53, b"query"));
+    f.pump();
+    let out = f.lan_out();
+    assert_eq!(out.len(), 1);
+    let mut answer = udp_answer(&out[0], b"answer");
+    answer[10] ^= 0x11;
+    f.server_sends(&answer);
+    f.pump();
+    let back = f.wan_out();
+    assert_eq!(back.len(), 1, "forwarded like any reply");
+    let inner = &back[0].1;
+    assert_eq!(addrs(inner), (SERVER, f.clients[0].vip), "translated back");
+    assert!(!ipv4::Packet::new_checked(&inner[..]).unwrap().verify_checksum(), "still fails at the client");
+    assert!(inner.ends_with(b"answer"));
+
+    let mut ping = frames::ipv4(SERVER, GW_LAN, ip_proto::ICMP, 64, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+    ping[10] ^= 0x11;
+    f.server_sends(&ping);
+    f.pump();
+    assert!(f.lan_out().is_empty(), "no echo reply to a bad header");
+    assert_eq!(f.drops(DropReason::BadOuterHeader), 1);
+}
+
 #[test]
 fn icmp_echo_ids_are_translated_per_client() {
     let mut f = fx();

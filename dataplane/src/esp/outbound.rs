@@ -121,18 +121,18 @@ fn encap_inner<B: PacketBuf>(sa: &OutboundSa, buf: &mut B) -> Result<Sealed, Ref
     let l4_len = esp_len + udp_len;
     match (sa.tunnel.local, sa.tunnel.remote) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let mut p = ipv4::Packet::new_unchecked(&mut outer[..ip_len]);
-            p.set_version_and_header_len(ipv4::HEADER_LEN as u8);
             // RFC 4301 §5.1.2.1: the outer DSCP is copied; ECN follows RFC 6040 normal mode.
-            p.set_tos(tos);
-            p.set_total_len((ipv4::HEADER_LEN + l4_len) as u16);
-            p.set_ident(seq as u16);
-            p.set_dont_frag(false);
-            p.set_hop_limit(OUTER_TTL);
-            p.set_next_header(l4_proto);
-            p.set_src_addr(src);
-            p.set_dst_addr(dst);
-            p.fill_checksum();
+            let h = ipv4::Header {
+                tos,
+                total_len: (ipv4::HEADER_LEN + l4_len) as u16,
+                ident: seq as u16,
+                ttl: OUTER_TTL,
+                proto: l4_proto,
+                src,
+                dst,
+            };
+            // `outer` holds `ip_len` = 20 bytes here.
+            ipv4::write_header(outer, &h);
             // RFC 3948 §2.1: the UDP checksum is transmitted as zero over IPv4.
         }
         (IpAddr::V6(src), IpAddr::V6(dst)) => {

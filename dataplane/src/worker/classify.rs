@@ -7,7 +7,9 @@
 //! RFC 3948 §2.3), or ESP (IP protocol 50, or UDP 4500 with a non-zero SPI); IPv4 for other
 //! addresses arriving on a LAN port is cleartext to encrypt; TCP, UDP and ICMP echo replies
 //! for the gateway's address arriving on a LAN port may be replies to source-NAT'd flows;
-//! everything else is dropped with a reason.
+//! everything else is dropped with a reason. The IPv4 header checksum is checked for what the
+//! gateway takes in itself (ESP, IKE, keepalives, echo), not for what it forwards (cleartext
+//! and NAT replies: the receiver checks those, and translation keeps a wrong sum wrong).
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -111,13 +113,13 @@ pub fn classify(frame: &[u8], iface: &Interface, mac: [u8; 6]) -> Class {
             _ => Class::Drop(DropReason::Unhandled),
         };
     }
-    if !ip.verify_checksum() || ip.is_fragment() {
+    if ip.is_fragment() {
         return Class::Drop(DropReason::BadOuterHeader);
     }
     let hl = usize::from(ip.header_len());
     let l4_off = ethernet::HEADER_LEN + hl;
     let l4 = &l3[hl..usize::from(ip.total_len())];
-    match ip.next_header() {
+    let class = match ip.next_header() {
         ip_proto::ESP => Class::Esp,
         ip_proto::ICMP => match l4 {
             // Type 8 code 0 (RFC 792), with at least the 8-byte header.
@@ -144,6 +146,14 @@ pub fn classify(frame: &[u8], iface: &Interface, mac: [u8; 6]) -> Class {
             }
         }
         _ => Class::Drop(DropReason::Unhandled),
+    };
+    // What the gateway takes in itself has its header checksum checked here. A NAT reply is
+    // forwarded, like `Outbound` traffic, whose header checksum is the receiver's to check:
+    // its translation adjusts the checksum (RFC 1624), so a wrong one stays wrong.
+    match class {
+        Class::ToGateway | Class::Drop(_) => class,
+        _ if ip.verify_checksum() => class,
+        _ => Class::Drop(DropReason::BadOuterHeader),
     }
 }
 
