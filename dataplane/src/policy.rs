@@ -122,10 +122,10 @@ impl Verdict {
         self.stamp == set.stamp
     }
 
-    /// Whether `other` counts under the same policy of the same set (cheaper than `==`).
+    /// The verdict's counter position in its set (for a per-worker tally indexed by it).
     #[inline]
-    pub fn same_counter(&self, other: &Verdict) -> bool {
-        self.slot == other.slot && self.stamp == other.stamp
+    pub(crate) fn counter_slot(&self) -> usize {
+        usize::from(self.slot)
     }
 
     /// Whether the packet may pass.
@@ -731,6 +731,18 @@ impl PolicySet {
             return;
         }
         if let Some(c) = self.counters.get(usize::from(v.slot)) {
+            c.packets.fetch_add(packets, Ordering::Relaxed);
+            c.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if hits != 0 {
+                c.hits.fetch_add(hits, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`PolicySet::add`] by counter position ([`Verdict::counter_slot`] of a verdict of this
+    /// set).
+    pub(crate) fn add_at(&self, slot: usize, packets: u64, bytes: u64, hits: u64) {
+        if let Some(c) = self.counters.get(slot) {
             c.packets.fetch_add(packets, Ordering::Relaxed);
             c.bytes.fetch_add(bytes, Ordering::Relaxed);
             if hits != 0 {
