@@ -293,6 +293,14 @@ pub struct Parsed {
     reply: bool,
 }
 
+impl Parsed {
+    /// The entry [`ConnTable::prefetch_entry`] found for the flow (a hint, checked before
+    /// use), if it found one.
+    pub fn candidate(&self) -> Option<u32> {
+        self.cand.checked_sub(1)
+    }
+}
+
 /// Which memory [`ConnTable::prefetch_outbound`] / [`ConnTable::prefetch_reply`] pull into the
 /// cache: first the index slot, then (a pass later, once the slot is cached) the entry it
 /// points to.

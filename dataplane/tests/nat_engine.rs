@@ -410,6 +410,30 @@ proptest! {
     }
 }
 
+/// The entry prefetch finds the entry of a known flow's packets, both ways, and of no other.
+#[test]
+fn the_entry_prefetch_finds_a_known_flows_entry_both_ways() {
+    let mut t = table(NatConfig { capacity: 64, ..NatConfig::default() });
+    let mut found = 0;
+    for n in 0..40u16 {
+        let mut a = packet(UDP, client(1), SERVER, 1000 + n, 53, b"a", 0);
+        t.outbound(0, 0, &mut a, Some(GW_LAN)).unwrap();
+        let mut pf = t.parse_outbound(0, &packet(UDP, client(1), SERVER, 1000 + n, 53, b"a", 0)).unwrap();
+        t.prefetch_entry(&mut pf);
+        let mut pr = t.parse_reply(&swap(&a)).unwrap();
+        t.prefetch_entry(&mut pr);
+        // Probes are bounded, so a flow far from its home slot may be missed; most are not.
+        if let (Some(x), Some(y)) = (pf.candidate(), pr.candidate()) {
+            assert_eq!(x, y, "both ways reach the same entry");
+            found += 1;
+        }
+        let mut stranger = t.parse_reply(&swap(&packet(UDP, client(1), SERVER, 1000 + n, 54, b"a", 0))).unwrap();
+        t.prefetch_entry(&mut stranger);
+        assert_eq!(stranger.candidate(), None, "no entry for a flow the table does not have");
+    }
+    assert!(found >= 36, "the entry prefetch found {found} of 40 flows");
+}
+
 /// The entry an entry prefetch remembers is only a hint: after that flow is gone and its
 /// entry reused by another, a packet of the old flow must not take the new flow's translation.
 #[test]
