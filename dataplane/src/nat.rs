@@ -907,7 +907,7 @@ impl ConnTable {
     }
 
     /// The common tail of an outbound packet with entry `e`: TCP state, expiry, rewrite.
-    #[inline]
+    #[inline(always)]
     fn forward(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) -> (u32, u16) {
         let ent = &mut self.entries[e as usize];
         if ent.fwd.proto == ip_proto::TCP {
