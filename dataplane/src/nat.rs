@@ -1061,8 +1061,7 @@ impl ConnTable {
         }
         let fwd = l4.fwd(p.tunnel);
         let h = p.hash;
-        let entries = &self.entries;
-        let found = self.fwd.find(h, |e| entries[e as usize].fwd == fwd).map(|(_, e)| e);
+        let found = self.find_fwd(p, &fwd);
         let mut new_flow = false;
         let (e, verdict) = match found {
             Some(e) if self.entries[e as usize].expires > now => {

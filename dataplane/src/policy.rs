@@ -711,36 +711,14 @@ impl PolicySet {
     /// counts a hit. `v` must come from this set (a verdict from another set counts nothing).
     #[inline]
     pub fn count(&self, v: &Verdict, bytes: u32, new_flow: bool) {
-        if v.stamp != self.stamp {
-            return;
-        }
-        if let Some(c) = self.counters.get(usize::from(v.slot)) {
-            c.packets.fetch_add(1, Ordering::Relaxed);
-            c.bytes.fetch_add(u64::from(bytes), Ordering::Relaxed);
-            if new_flow {
-                c.hits.fetch_add(1, Ordering::Relaxed);
-            }
+        if v.stamp == self.stamp {
+            self.add_at(usize::from(v.slot), 1, u64::from(bytes), u64::from(new_flow));
         }
     }
 
-    /// Adds `packets`, `bytes` and `hits` at once to the verdict's policy (a worker's tally of
-    /// one poll: one atomic add per counter instead of one per packet). A verdict of another
-    /// set counts nothing.
-    pub fn add(&self, v: &Verdict, packets: u64, bytes: u64, hits: u64) {
-        if v.stamp != self.stamp {
-            return;
-        }
-        if let Some(c) = self.counters.get(usize::from(v.slot)) {
-            c.packets.fetch_add(packets, Ordering::Relaxed);
-            c.bytes.fetch_add(bytes, Ordering::Relaxed);
-            if hits != 0 {
-                c.hits.fetch_add(hits, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// [`PolicySet::add`] by counter position ([`Verdict::counter_slot`] of a verdict of this
-    /// set).
+    /// Adds `packets`, `bytes` and `hits` at once to the policy at counter position `slot`
+    /// ([`Verdict::counter_slot`] of a verdict of this set): a worker's tally of one poll, one
+    /// atomic add per counter instead of one per packet.
     pub(crate) fn add_at(&self, slot: usize, packets: u64, bytes: u64, hits: u64) {
         if let Some(c) = self.counters.get(slot) {
             c.packets.fetch_add(packets, Ordering::Relaxed);

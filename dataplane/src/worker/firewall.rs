@@ -395,7 +395,8 @@ impl<B: PacketBuf + Send> State<B> {
         };
         match replied {
             Ok(verdict) => {
-                if let Some(v) = verdict.filter(|v| v.is_from(pol)) {
+                // A verdict of an earlier set counts nothing (the tally checks).
+                if let Some(v) = verdict {
                     fw.tally.add(pol, v, len, false);
                 }
                 Ok(true)
