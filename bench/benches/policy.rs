@@ -482,8 +482,9 @@ mod worker_path {
     }
 
     impl Rig {
-        /// Feeds `frames` on `port` and polls until they are through; returns the time taken.
-        fn run(&mut self, port: u16, frames: &[Vec<u8>], timed: bool) -> Duration {
+        /// Feeds `frames` on `port` and polls until they are through; with `timed`, adds the
+        /// time taken to `busy`.
+        fn run(&mut self, port: u16, frames: &[Vec<u8>], timed: bool) {
             for f in frames {
                 assert!(self.net.inject(port, 0, f));
             }
@@ -492,11 +493,9 @@ mod worker_path {
                 black_box(self.worker.poll());
             }
             self.worker.poll();
-            let dt = t0.elapsed();
             if timed {
-                self.busy += dt;
+                self.busy += t0.elapsed();
             }
-            dt
         }
 
         /// Frames that left the worker (into the sink).
@@ -619,12 +618,8 @@ mod worker_path {
                     // Alternate which worker goes first, so neither always runs on a warm cache.
                     // Each rig adds its `poll` time to its `busy`.
                     match (only.as_str(), b % 2 == 0) {
-                        ("on", _) => {
-                            on.run(port, &f_on, true);
-                        }
-                        ("off", _) => {
-                            off.run(port, &f_off, true);
-                        }
+                        ("on", _) => on.run(port, &f_on, true),
+                        ("off", _) => off.run(port, &f_off, true),
                         (_, true) => {
                             off.run(port, &f_off, true);
                             on.run(port, &f_on, true);
