@@ -12,11 +12,7 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 #[test]
 fn strongswan_dials_in_and_pings_through_the_dpdk_data_plane() {
@@ -24,21 +20,10 @@ fn strongswan_dials_in_and_pings_through_the_dpdk_data_plane() {
         eprintln!("skipping: {why}");
         return;
     }
-    let pid = std::process::id();
-    let out_dir = std::env::temp_dir().join(format!("dg-demo-{pid}"));
     let started = Instant::now();
-    let out = Command::new("timeout")
-        .args(["120", "bash", &format!("{ROOT}/scripts/demo")])
-        .env("DG_BIN", DIALGATE)
-        .env("DG_SKIP_SETUP", "1")
-        .env("DG_NS_PREFIX", format!("dgd{pid}-"))
-        .env("DG_OUT", &out_dir)
-        .output()
-        .expect("run scripts/demo");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let why = format!("demo exit {:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status.code());
-    assert!(out.status.success(), "{why}");
+    let run = common::run_script("demo", &[], "d", 120);
+    let (stdout, why) = (&run.stdout, &run.why);
+    assert!(run.ok, "{why}");
     assert!(started.elapsed() < Duration::from_secs(60), "the demo must stay under a minute: {why}");
 
     // The client: authenticated, a pool address, a CHILD_SA for the split-include subnet.
@@ -97,5 +82,5 @@ fn strongswan_dials_in_and_pings_through_the_dpdk_data_plane() {
     };
     assert!(field("rxp=") >= 4 && field("txp=") >= 4, "{stat}");
     assert!(field("rxb=") >= 4 * 84 && field("txb=") >= 4 * 84, "inner bytes of 84-byte echoes: {stat}");
-    let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = std::fs::remove_dir_all(&run.out_dir);
 }

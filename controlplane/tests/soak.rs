@@ -10,40 +10,24 @@
 
 mod common;
 
-use std::process::Command;
-
-const DIALGATE: &str = env!("CARGO_BIN_EXE_dialgate");
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
 #[test]
 fn a_hundred_tunnels_held_with_traffic_through_the_worker() {
     if let Some(why) = common::dpdk_interop_skip_reason() {
         eprintln!("skipping: {why}");
         return;
     }
-    let pid = std::process::id();
-    let out_dir = std::env::temp_dir().join(format!("dg-soak-{pid}"));
-    let out = Command::new("timeout")
-        .args(["180", "bash", &format!("{ROOT}/scripts/soak"), "--tunnels", "100", "--seconds", "20"])
-        .env("DG_BIN", DIALGATE)
-        .env("DG_SKIP_SETUP", "1")
-        .env("DG_NS_PREFIX", format!("dgk{pid}-"))
-        .env("DG_OUT", &out_dir)
-        .output()
-        .expect("run scripts/soak");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let why = format!("soak exit {:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status.code());
-    assert!(out.status.success(), "{why}");
+    let run = common::run_script("soak", &["--tunnels", "100", "--seconds", "20"], "k", 180);
+    let (stdout, why) = (&run.stdout, &run.why);
+    assert!(run.ok, "{why}");
     assert!(stdout.contains("connected 100/100"), "{why}");
     assert!(stdout.contains("keepalives answered ") && stdout.contains(", failed 0"), "{why}");
     assert!(!stdout.contains("FAIL:"), "{why}");
     // The summary is machine-readable and says the same.
-    let summary = std::fs::read_to_string(out_dir.join("summary.json")).expect("summary.json");
+    let summary = std::fs::read_to_string(run.out_dir.join("summary.json")).expect("summary.json");
     let v: serde_json::Value = serde_json::from_str(&summary).unwrap_or_else(|e| panic!("{e}: {summary}"));
     assert_eq!(v["ok"], true, "{summary}");
     assert_eq!(v["tunnels"], 100);
     assert!(v["echoes_received"].as_u64().unwrap_or(0) >= 150, "{summary}");
     assert_eq!(v["echoes_received"], v["echoes_sent"], "{summary}");
-    let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = std::fs::remove_dir_all(&run.out_dir);
 }

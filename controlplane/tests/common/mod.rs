@@ -11,6 +11,38 @@ use dialgate_controlplane::config::{self, value::base32_decode};
 /// The namespace and strongSwan helper script (`scripts/lib/netns.sh`).
 pub(crate) const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/netns.sh");
 
+/// What a run of one of the project's scripts printed ([`run_script`]).
+pub(crate) struct ScriptRun {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    /// Exit code, stdout and stderr, for assertion messages.
+    pub(crate) why: String,
+    /// Where the script wrote its files (`DG_OUT`).
+    pub(crate) out_dir: std::path::PathBuf,
+}
+
+/// Runs `scripts/<script>` with `args` against this build's `dialgate`, setup skipped, in
+/// namespaces named after `tag` and the test's pid, killed after `limit_s` seconds.
+pub(crate) fn run_script(script: &str, args: &[&str], tag: &str, limit_s: u32) -> ScriptRun {
+    let pid = std::process::id();
+    let out_dir = std::env::temp_dir().join(format!("dg-{script}-{pid}"));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/").to_string() + script;
+    let out = Command::new("timeout")
+        .arg(limit_s.to_string())
+        .args(["bash", &path])
+        .args(args)
+        .env("DG_BIN", env!("CARGO_BIN_EXE_dialgate"))
+        .env("DG_SKIP_SETUP", "1")
+        .env("DG_NS_PREFIX", format!("dg{tag}{pid}-"))
+        .env("DG_OUT", &out_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let why = format!("{script} exit {:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status.code());
+    ScriptRun { ok: out.status.success(), stdout, why, out_dir }
+}
+
 /// Runs one `dg_*` function of netns.sh; returns whether it succeeded and its output.
 pub(crate) fn sh(args: &[&str]) -> (bool, String) {
     let out = Command::new("bash").arg(NETNS_SH).args(args).output().expect("run netns.sh");
