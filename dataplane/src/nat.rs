@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::hugemem::HugeSlice;
-use crate::policy::{FlowKey, PolicySet, Verdict};
+use crate::policy::{FlowKey, PolicySet, Verdict, VerdictTag};
 use crate::wire::{checksum, ip_proto};
 
 /// Per-protocol idle timeouts, in ticks.
@@ -242,6 +242,9 @@ pub struct NatCounters {
     pub outbound: AtomicU64,
     /// Replies translated back.
     pub replies: AtomicU64,
+    /// Outbound packets a worker sent on their entry's cached hop (the session fast path; also
+    /// in `outbound`).
+    pub fast: AtomicU64,
     /// Entries created.
     pub created: AtomicU64,
     /// Entries removed because they expired.
@@ -347,7 +350,7 @@ pub struct Reply {
     pub client: Ipv4Addr,
     /// The verdict that admitted the flow ([`ConnTable::admit_parsed`]), to count the reply under the
     /// same policy; `None` for entries made by [`ConnTable::outbound`].
-    pub verdict: Option<Verdict>,
+    pub verdict: Option<VerdictTag>,
 }
 
 /// What [`ConnTable::admit_parsed`] decided for a packet from a tunnel.
@@ -403,11 +406,29 @@ struct Entry {
     state: u8,
     live: bool,
     expires: u64,
-    /// The verdict that admitted the flow, cached so a packet of a known flow skips the policy
-    /// lookup while the set that gave it is still the running one.
-    verdict: Option<Verdict>,
+    /// The verdict that admitted the flow ([`VerdictTag`] parts; stamp 0: none), cached so a
+    /// packet of a known flow skips the policy lookup while the set that gave it is still the
+    /// running one. Kept as two fields: a whole `Verdict` would leave no room for `hop`.
+    stamp: u32,
+    slot: u16,
+    /// Where the flow's packets leave, for the worker's session fast path.
+    hop: Hop,
     /// Checksum adjustments of the translation, fixed for the life of the entry.
     sums: Sums,
+}
+
+/// The link a known flow's packets leave by (port and next hop's MAC address), cached in its
+/// entry by a worker so that they skip the route and neighbour lookups: the session fast path
+/// (`worker::firewall`). Valid while `gen` is the worker's route generation, which changes
+/// with every route or neighbour change; 0 is never one, so a new entry has none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hop {
+    /// The worker's route generation when the hop was found.
+    pub gen: u32,
+    /// Egress port.
+    pub port: u16,
+    /// The next hop's MAC address.
+    pub mac: [u8; 6],
 }
 
 const _: () = assert!(core::mem::size_of::<Entry>() == 64, "an entry is one cache line");
@@ -445,6 +466,11 @@ impl Sums {
 }
 
 impl Entry {
+    #[inline(always)]
+    fn verdict(&self) -> Option<VerdictTag> {
+        VerdictTag::from_parts(self.stamp, self.slot)
+    }
+
     fn rev(&self) -> Rev {
         Rev {
             src: self.fwd.dst,
@@ -700,6 +726,17 @@ fn adjust(hc: u16, sum: u16) -> u16 {
     !(((x & 0xffff) + (x >> 16)) as u16)
 }
 
+/// Decrements the TTL of an IPv4 packet (at least a header long, TTL above 1) and adjusts
+/// its header checksum: the TTL is the high byte of header word 4, so RFC 1624's ~m + m' is
+/// 0xfeff whatever the protocol byte beside it.
+#[inline(always)]
+pub fn decrement_ttl(pkt: &mut [u8]) {
+    let Some(ip) = pkt.first_chunk_mut::<20>() else { return };
+    ip[8] = ip[8].wrapping_sub(1);
+    let hc = get16(ip, 10);
+    put16(ip, 10, adjust(hc, 0xfeff));
+}
+
 /// Rewrites a packet of an entry's flow: the source address and port (ICMP: echo id) on the
 /// way out, the destination on the way back, adjusting the checksums by the entry's
 /// precomputed sums ([`Sums`]). `parse_any` has checked that the headers are there.
@@ -764,7 +801,9 @@ impl ConnTable {
             state: 0,
             live: false,
             expires: 0,
-            verdict: None,
+            stamp: 0,
+            slot: 0,
+            hop: Hop::default(),
             sums: Sums::default(),
         };
         ConnTable {
@@ -1019,10 +1058,13 @@ impl ConnTable {
         base: &FlowKey,
         nat_addr: Ipv4Addr,
     ) -> Result<Admit, NatError> {
-        match self.admit_known(now, p, pkt, set) {
-            Some(verdict) => Ok(Admit::Tracked { verdict, new_flow: false }),
-            None => self.admit_slow(now, p, pkt, set, base, nat_addr),
+        if let Some(e) = self.known(now, p, set) {
+            if let Some(verdict) = self.entries[e as usize].verdict().and_then(|t| set.verdict_of(t)) {
+                self.forward(now, e, &p.l4, pkt);
+                return Ok(Admit::Tracked { verdict, new_flow: false });
+            }
         }
+        self.admit_slow(now, p, pkt, set, base, nat_addr)
     }
 
     /// The common case of [`ConnTable::admit_parsed`], without the policy: a packet of a
@@ -1030,16 +1072,80 @@ impl ConnTable {
     /// `None`: anything else (new, expired, untracked, a verdict from an earlier set), which
     /// wants [`ConnTable::admit_parsed`]; nothing has changed then.
     #[inline(always)]
-    pub fn admit_known(&mut self, now: u64, p: &Parsed, pkt: &mut [u8], set: &PolicySet) -> Option<Verdict> {
+    pub fn admit_known(&mut self, now: u64, p: &Parsed, pkt: &mut [u8], set: &PolicySet) -> Option<VerdictTag> {
+        let e = self.known(now, p, set)?;
+        self.forward(now, e, &p.l4, pkt);
+        let ent = &self.entries[e as usize];
+        ent.verdict()
+    }
+
+    /// The entry of a live flow whose cached verdict came from `set` (the check of
+    /// [`ConnTable::admit_known`], changing nothing).
+    #[inline(always)]
+    fn known(&self, now: u64, p: &Parsed, set: &PolicySet) -> Option<u32> {
         if p.reply || !p.tracked {
             return None;
         }
         let fwd = p.l4.fwd(p.tunnel);
         let e = self.find_fwd(p, &fwd)?;
         let ent = &self.entries[e as usize];
-        let v = ent.verdict.filter(|v| v.is_from(set) && ent.expires > now)?;
+        (ent.stamp == set.stamp() && ent.expires > now).then_some(e)
+    }
+
+    /// The session fast path's check: the entry of a live flow whose cached verdict came from
+    /// `set` and whose cached hop is of route generation `gen`, with that hop. Changes nothing;
+    /// [`ConnTable::forward_known`] translates.
+    #[inline(always)]
+    pub fn known_hop(&self, now: u64, p: &Parsed, set: &PolicySet, gen: u32) -> Option<(u32, Hop)> {
+        let e = self.known(now, p, set)?;
+        let hop = self.entries[e as usize].hop;
+        (hop.gen == gen).then_some((e, hop))
+    }
+
+    /// Translates a packet of known flow `e` ([`ConnTable::known_hop`]) and refreshes its entry;
+    /// the verdict to count it under.
+    #[inline(always)]
+    pub fn forward_known(&mut self, now: u64, e: u32, p: &Parsed, pkt: &mut [u8]) -> VerdictTag {
         self.forward(now, e, &p.l4, pkt);
-        Some(v)
+        bump(&self.counters.fast, 1);
+        let ent = &self.entries[e as usize];
+        // `known` checked that the entry has a verdict.
+        VerdictTag::from_parts(ent.stamp, ent.slot).unwrap_or(VerdictTag::NONE)
+    }
+
+    /// The hop cached in the live entry of a parsed tunnel packet's flow, if it has an entry.
+    pub fn hop(&self, p: &Parsed) -> Option<Hop> {
+        if p.reply || !p.tracked {
+            return None;
+        }
+        let e = self.find_fwd(p, &p.l4.fwd(p.tunnel))?;
+        Some(self.entries[e as usize].hop)
+    }
+
+    /// Caches `hop` in the live entry of a parsed tunnel packet's flow (no entry: nothing).
+    pub fn set_hop(&mut self, p: &Parsed, hop: Hop) {
+        if p.reply || !p.tracked {
+            return;
+        }
+        if let Some(e) = self.find_fwd(p, &p.l4.fwd(p.tunnel)) {
+            set_if_changed(&mut self.entries[e as usize].hop, hop);
+        }
+    }
+
+    /// A parsed tunnel packet's flow is routed out of `port`: if its entry cached a hop on
+    /// another port, the cached verdict (given for the old egress interface) and hop are
+    /// forgotten, so the policy decides again.
+    pub fn rehome(&mut self, p: &Parsed, port: u16) {
+        if p.reply || !p.tracked {
+            return;
+        }
+        if let Some(e) = self.find_fwd(p, &p.l4.fwd(p.tunnel)) {
+            let ent = &mut self.entries[e as usize];
+            if ent.hop.gen != 0 && ent.hop.port != port {
+                ent.stamp = 0;
+                ent.hop = Hop::default();
+            }
+        }
     }
 
     /// The rest of [`ConnTable::admit_parsed`]: a new, expired or untracked flow, or a verdict
@@ -1066,16 +1172,17 @@ impl ConnTable {
         let (e, verdict) = match found {
             Some(e) if self.entries[e as usize].expires > now => {
                 let ent = &self.entries[e as usize];
-                match ent.verdict {
-                    Some(v) if v.is_from(set) => (e, v),
-                    cached => {
+                match ent.verdict().and_then(|t| set.verdict_of(t)) {
+                    Some(v) => (e, v),
+                    None => {
+                        let cached = ent.stamp != 0;
                         let v = set.lookup(&l4.key(base));
                         let want = if v.nat { u32::from(nat_addr) } else { l4.src };
                         if !v.accepts() {
                             self.remove(e);
                             return Ok(Admit::Denied(v));
                         }
-                        if cached.is_some() && ent.nat_addr != want {
+                        if cached && ent.nat_addr != want {
                             // NAT switched on or off (or the egress address moved): a new
                             // translation is a new flow as far as the server can tell.
                             self.remove(e);
@@ -1111,7 +1218,10 @@ impl ConnTable {
                 }
             }
         };
-        set_if_changed(&mut self.entries[e as usize].verdict, Some(verdict));
+        let (stamp, slot) = verdict.tag().parts();
+        let ent = &mut self.entries[e as usize];
+        set_if_changed(&mut ent.stamp, stamp);
+        set_if_changed(&mut ent.slot, slot);
         self.forward(now, e, &l4, pkt);
         Ok(Admit::Tracked { verdict, new_flow })
     }
@@ -1151,7 +1261,9 @@ impl ConnTable {
             state,
             live: true,
             expires: now.saturating_add(self.timeout(fwd.proto, state)),
-            verdict: None,
+            stamp: 0,
+            slot: 0,
+            hop: Hop::default(),
             sums: Sums::of(&fwd, nat, port),
         };
         self.fwd.insert(h, e);
@@ -1248,16 +1360,16 @@ impl ConnTable {
     pub fn reply_parsed(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<Reply, NatError> {
         let e = self.reply_entry(now, p, pkt)?;
         let ent = &self.entries[e as usize];
-        Ok(Reply { tunnel: ent.fwd.tunnel, client: Ipv4Addr::from(ent.fwd.src), verdict: ent.verdict })
+        Ok(Reply { tunnel: ent.fwd.tunnel, client: Ipv4Addr::from(ent.fwd.src), verdict: ent.verdict() })
     }
 
     /// [`ConnTable::reply_parsed`] for a worker that needs only the verdict that admitted the
     /// flow (to count the reply under it): the result fits in two registers, where a
     /// [`Reply`] goes through memory, and reading that back right away stalled the pipeline.
     #[inline]
-    pub fn reply_verdict(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<Option<Verdict>, NatError> {
+    pub fn reply_verdict(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<Option<VerdictTag>, NatError> {
         let e = self.reply_entry(now, p, pkt)?;
-        Ok(self.entries[e as usize].verdict)
+        Ok(self.entries[e as usize].verdict())
     }
 
     /// Finds, refreshes and translates back the entry of a parsed reply; its index.

@@ -122,15 +122,54 @@ impl Verdict {
         self.stamp == set.stamp
     }
 
-    /// The verdict's counter position in its set (for a per-worker tally indexed by it).
-    #[inline]
-    pub(crate) fn counter_slot(&self) -> usize {
-        usize::from(self.slot)
-    }
-
     /// Whether the packet may pass.
     pub fn accepts(&self) -> bool {
         self.action == Action::Accept
+    }
+
+    /// What a connection entry keeps of the verdict and a tally counts by.
+    #[inline]
+    pub fn tag(&self) -> VerdictTag {
+        VerdictTag { stamp: self.stamp, slot: self.slot }
+    }
+}
+
+/// A verdict's set and counter position, without the rest: what a connection entry caches of
+/// the verdict that admitted its flow (6 bytes there, where a whole [`Verdict`] is 12: the
+/// room for the flow's next hop) and what the per-worker policy tally counts by. Eight bytes,
+/// one register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerdictTag {
+    stamp: u32,
+    slot: u16,
+}
+
+impl VerdictTag {
+    /// A tag of no set (stamps are never 0): counts nothing.
+    pub(crate) const NONE: VerdictTag = VerdictTag { stamp: 0, slot: 0 };
+
+    /// From the parts a connection entry stores (`stamp` 0: no verdict).
+    #[inline(always)]
+    pub(crate) fn from_parts(stamp: u32, slot: u16) -> Option<VerdictTag> {
+        (stamp != 0).then_some(VerdictTag { stamp, slot })
+    }
+
+    /// The set's stamp and the counter position, to store.
+    #[inline(always)]
+    pub(crate) fn parts(&self) -> (u32, u16) {
+        (self.stamp, self.slot)
+    }
+
+    /// Whether `set` produced the verdict.
+    #[inline(always)]
+    pub fn is_from(&self, set: &PolicySet) -> bool {
+        self.stamp == set.stamp
+    }
+
+    /// The counter position in its set.
+    #[inline(always)]
+    pub(crate) fn counter_slot(&self) -> usize {
+        usize::from(self.slot)
     }
 }
 
@@ -681,6 +720,17 @@ impl PolicySet {
             }
         }
         self.implicit_deny()
+    }
+
+    /// The whole verdict a tag of this set stands for; `None` for a tag of another set.
+    pub fn verdict_of(&self, t: VerdictTag) -> Option<Verdict> {
+        if !t.is_from(self) {
+            return None;
+        }
+        Some(match self.rules.get(t.counter_slot()) {
+            Some(r) => Verdict { policy_id: r.id, action: r.action, nat: r.nat, slot: t.slot, stamp: self.stamp },
+            None => self.implicit_deny(),
+        })
     }
 
     #[cold]

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use dialgate_dataplane::nat::{Admit, ConnTable, NatConfig, NatError, Prefetch, RssSteer, Timeouts};
+use dialgate_dataplane::nat::{Admit, ConnTable, Hop, NatConfig, NatError, Prefetch, RssSteer, Timeouts};
 use dialgate_dataplane::policy::{
     predefined_service, Action, AddrSet, FlowKey, GroupMask, IfMatch, PolicySet, PolicySpec,
 };
@@ -480,7 +480,11 @@ fn a_remembered_entry_that_changed_hands_is_not_used() {
 }
 
 fn accept_all() -> PolicySet {
-    let spec = PolicySpec {
+    PolicySet::compile(&[accept_all_spec()], 3, None).unwrap()
+}
+
+fn accept_all_spec() -> PolicySpec {
+    PolicySpec {
         id: 1,
         src_if: IfMatch::Any,
         dst_if: IfMatch::Any,
@@ -490,6 +494,43 @@ fn accept_all() -> PolicySet {
         action: Action::Accept,
         nat: true,
         groups: GroupMask::NONE,
-    };
-    PolicySet::compile(&[spec], 3, None).unwrap()
+    }
+}
+
+/// The hop a worker caches in an entry (the session fast path) is used only for the route
+/// generation it was found in, translates as the admission did, and is dropped with the
+/// cached verdict when the flow is routed out of another port, whose interface the policy
+/// must judge again.
+#[test]
+fn a_cached_hop_holds_until_the_flow_is_routed_elsewhere() {
+    let mut t = table(NatConfig { capacity: 16, ..NatConfig::default() });
+    let mut spec = accept_all_spec();
+    spec.dst_if = IfMatch::List(vec![1]);
+    let set = PolicySet::compile(&[spec], 3, None).unwrap();
+    let pkt = packet(UDP, client(1), SERVER, 1000, 53, b"a", 0);
+    let p = t.parse_outbound(0, &pkt).unwrap();
+    let mut a = pkt.clone();
+    let admitted = t.admit_parsed(S, &p, &mut a, &set, &FlowKey::between(0, 1, GroupMask::NONE), GW_LAN).unwrap();
+    assert!(matches!(admitted, Admit::Tracked { new_flow: true, .. }), "{admitted:?}");
+    assert_eq!(t.known_hop(S, &p, &set, 7), None, "no hop cached yet");
+    let hop = Hop { gen: 7, port: 1, mac: [2, 0, 0, 0, 0, 9] };
+    t.set_hop(&p, hop);
+    let (e, got) = t.known_hop(S, &p, &set, 7).unwrap();
+    assert_eq!(got, hop);
+    assert_eq!(t.known_hop(S, &p, &set, 8), None, "another route generation");
+    assert_eq!(t.known_hop(S, &p, &accept_all(), 7), None, "another policy set");
+    let mut b = pkt.clone();
+    t.forward_known(S, e, &p, &mut b);
+    assert_eq!(b, a, "translated as the admitted packet was");
+    assert!(checksums_valid(&b));
+    t.rehome(&p, 1);
+    assert!(t.known_hop(S, &p, &set, 7).is_some(), "same port: nothing to judge again");
+    t.rehome(&p, 2);
+    assert_eq!(t.known_hop(S, &p, &set, 7), None);
+    let mut c = pkt.clone();
+    assert_eq!(t.admit_known(S, &p, &mut c, &set), None, "the verdict is to be given again");
+    assert_eq!(c, pkt, "and nothing was translated meanwhile");
+    let again = t.admit_parsed(S, &p, &mut c, &set, &FlowKey::between(0, 2, GroupMask::NONE), GW_LAN).unwrap();
+    assert!(matches!(again, Admit::Denied(_)), "{again:?}");
+    assert_eq!(t.len(), 0, "denied on its new interface: the entry is gone");
 }

@@ -631,3 +631,82 @@ fn a_new_flow_repeated_within_one_burst_gets_one_entry() {
         assert!(frames::checksums_ok(inner));
     }
 }
+
+fn fast(f: &Fx) -> u64 {
+    f.worker.conn_table().unwrap().counters().fast.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The session fast path: once a flow's first packet has been routed, its entry caches the
+/// egress port and next hop's MAC, and later packets skip routing and the neighbour table.
+/// They must leave exactly as the routed one did (TTL, translation, checksums, MACs).
+#[test]
+fn a_known_flow_leaves_on_its_cached_hop_exactly_as_routed() {
+    let mut f = fx();
+    let q = f.udp_from(0, 5000, 53, b"same");
+    f.send(0, &q);
+    f.pump();
+    let routed = f.net.drain_tx(LAN, 0);
+    assert_eq!(routed.len(), 1);
+    assert_eq!(fast(&f), 0, "the first packet is routed");
+    f.send(0, &q);
+    f.pump();
+    let cached = f.net.drain_tx(LAN, 0);
+    assert_eq!(fast(&f), 1, "the second takes the cached hop");
+    assert_eq!(cached, routed, "byte for byte the same frame");
+    let p = &cached[0][14..];
+    assert_eq!(&cached[0][0..6], &SERVER_MAC);
+    assert_eq!(&cached[0][6..12], &f.lan_mac);
+    assert_eq!(ipv4::Packet::new_checked(p).unwrap().hop_limit(), 63, "TTL decremented once");
+    assert!(frames::checksums_ok(p));
+    assert_eq!(f.counters(1).0, 2, "counted under its policy either way");
+    // A packet of the flow whose TTL runs out is not forwarded on the cached hop.
+    let last = frames::ipv4_udp(SocketAddrV4::new(f.clients[0].vip, 5000), SocketAddrV4::new(SERVER, 53), 1, b"ttl");
+    f.send(0, &last);
+    f.pump();
+    assert!(f.lan_out().is_empty());
+    assert_eq!(f.worker.stats().get(Counter::TtlExpired), 1);
+    assert_eq!(fast(&f), 1);
+}
+
+/// A neighbour's new MAC or a route change reaches flows whose hop is cached: the next packet
+/// is routed again, and uses what changed.
+#[test]
+fn a_cached_hop_gives_way_to_a_new_neighbour_mac_and_to_a_route_change() {
+    let mut f = fx();
+    let q = f.udp_from(0, 5000, 53, b"q");
+    for _ in 0..2 {
+        f.send(0, &q);
+        f.pump();
+    }
+    assert_eq!(fast(&f), 1);
+    assert_eq!(f.net.drain_tx(LAN, 0).len(), 2);
+    // The server moved to another MAC (a gratuitous ARP, or the control plane says so).
+    let moved = [0x02, 0xaa, 0, 0, 0, 0x55];
+    assert_eq!(f.control.broadcast(|| Command::NeighbourAdd { port: LAN, ip: SERVER, mac: moved }), 0);
+    f.pump();
+    for _ in 0..2 {
+        f.send(0, &q);
+        f.pump();
+    }
+    let out = f.net.drain_tx(LAN, 0);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|fr| fr[0..6] == moved), "both to the new MAC");
+    assert_eq!(fast(&f), 2, "routed once after the change, then cached again");
+    // The same MAC again is no change: the cached hop stays.
+    assert_eq!(f.control.broadcast(|| Command::NeighbourAdd { port: LAN, ip: SERVER, mac: moved }), 0);
+    f.pump();
+    f.send(0, &q);
+    f.pump();
+    assert_eq!(fast(&f), 3);
+    // The LAN route is withdrawn: what is left (the default route) leads to the WAN, where
+    // decrypted traffic may not go; the flow's packets stop instead of leaving on the old hop.
+    let del = || Command::RouteDel { prefix: Ipv4Addr::new(10, 0, 0, 0), len: 24 };
+    assert_eq!(f.control.broadcast(del), 0);
+    f.pump();
+    f.net.drain_tx(LAN, 0);
+    f.send(0, &q);
+    f.pump();
+    assert!(f.lan_out().is_empty());
+    assert_eq!(f.drops(DropReason::NoRoute), 1);
+    assert_eq!(fast(&f), 3);
+}

@@ -56,11 +56,12 @@ use core::net::Ipv4Addr;
 
 use crate::buf::PacketBuf;
 use crate::esp::DropReason;
-use crate::nat::{self, Admit, ConnTable, NatConfig, NatError, Parsed, Prefetch};
-use crate::policy::{FlowKey, GroupMask, IfIndex, PolicySet, Verdict};
+use crate::nat::{self, Admit, ConnTable, Hop, NatConfig, NatError, Parsed, Prefetch};
+use crate::policy::{FlowKey, GroupMask, IfIndex, PolicySet, VerdictTag};
 use crate::port::PacketIo;
+use crate::sa::table::OutboundTable;
 
-use super::{Cx, State};
+use super::{push_ethernet, Cx, State};
 
 /// A worker's firewall settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,12 +165,14 @@ impl Tally {
     /// Counts a packet of `bytes` under `v`, which must come from `pol`, the poll's set (a
     /// verdict of another set counts nothing).
     #[inline]
-    fn add(&mut self, pol: &PolicySet, v: Verdict, bytes: u32, hit: bool) {
+    fn add(&mut self, pol: &PolicySet, v: VerdictTag, bytes: u32, hit: bool) {
         if !v.is_from(pol) {
             return;
         }
         let slot = v.counter_slot();
-        let Some(c) = self.counts.get_mut(slot) else { return pol.count(&v, bytes, hit) };
+        let Some(c) = self.counts.get_mut(slot) else {
+            return pol.add_at(slot, 1, u64::from(bytes), u64::from(hit));
+        };
         if c.packets == 0 {
             // At most once per position between flushes, so never beyond the capacity.
             self.touched.push(slot as u16);
@@ -317,6 +320,9 @@ impl<B: PacketBuf + Send> State<B> {
         // Most packets: a known flow admitted by the running set.
         if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
             let now = fw.now_ns;
+            // Routed out of another port than its cached hop's: the policy decides again
+            // (the verdict was for the old egress interface).
+            fw.nat.rehome(p, out_port);
             if let Some(v) = fw.nat.admit_known(now, p, pkt, pol) {
                 fw.tally.add(pol, v, pkt.len() as u32, false);
                 return Ok(());
@@ -357,15 +363,15 @@ impl<B: PacketBuf + Send> State<B> {
         };
         match admitted {
             Ok(Admit::Tracked { verdict, new_flow }) => {
-                fw.tally.add(pol, verdict, len, new_flow);
+                fw.tally.add(pol, verdict.tag(), len, new_flow);
                 Ok(())
             }
             Ok(Admit::Untracked(v)) => {
-                fw.tally.add(pol, v, len, false);
+                fw.tally.add(pol, v.tag(), len, false);
                 Ok(())
             }
             Ok(Admit::Denied(v)) => {
-                fw.tally.add(pol, v, len, true);
+                fw.tally.add(pol, v.tag(), len, true);
                 Err(DropReason::PolicyDenied)
             }
             Err(e) => Err(nat_drop(e)),
@@ -407,6 +413,61 @@ impl<B: PacketBuf + Send> State<B> {
         }
     }
 
+    /// A parked tunnel packet: a known flow whose entry caches its next hop (for the running
+    /// route generation) is admitted, translated and sent on that hop at once, with neither
+    /// route nor neighbour lookup — the session fast path of stateful firewalls. Anything else
+    /// (new flow, other policy set, routes or neighbours changed since, TTL running out) takes
+    /// the full way through `route_inner`, which caches the hop again.
+    #[inline]
+    pub(super) fn forward_parked<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, mut buf: B, parked: u8) {
+        if let Some(fw) = self.fw.as_mut() {
+            if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
+                let now = fw.now_ns;
+                if let Some((e, hop)) = fw.nat.known_hop(now, p, cx.pol, self.hop_gen) {
+                    let pkt = buf.data_mut();
+                    // Parsing found a whole IPv4 header.
+                    if pkt.len() >= 20 && pkt[8] > 1 {
+                        nat::decrement_ttl(pkt);
+                        let v = fw.nat.forward_known(now, e, p, pkt);
+                        fw.tally.add(cx.pol, v, pkt.len() as u32, false);
+                        let Some(src) = self.ports.get(usize::from(hop.port)).map(|i| i.mac) else {
+                            return self.drop_pkt(DropReason::NoRoute, buf);
+                        };
+                        if !push_ethernet(&mut buf, hop.mac, src) {
+                            return self.drop_pkt(DropReason::NoHeadroom, buf);
+                        }
+                        return self.send(io, hop.port, buf);
+                    }
+                }
+            }
+        }
+        self.route_inner(io, cx, buf, Origin::Tunnel { parked })
+    }
+
+    /// After `route_inner` delivered a parked tunnel packet onto `port` towards `next_hop`:
+    /// caches that hop in its flow's entry for [`Self::forward_parked`]. Not for a destination
+    /// in the client address pool (a client given that address later is reached by its SA,
+    /// which changes no route), nor for an unresolved neighbour.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn fw_remember_hop(
+        &mut self,
+        tbl: &OutboundTable,
+        parked: u8,
+        port: u16,
+        next_hop: Ipv4Addr,
+        pkt: &[u8],
+    ) {
+        let Some(fw) = self.fw.as_mut() else { return };
+        let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) else { return };
+        let Some(dst) = pkt.get(16..20).and_then(|d| <[u8; 4]>::try_from(d).ok()) else { return };
+        if tbl.slot_of(Ipv4Addr::from(dst)).is_some() {
+            return;
+        }
+        let Some(mac) = self.neigh.lookup(port, next_hop) else { return };
+        fw.nat.set_hop(p, Hop { gen: self.hop_gen, port, mac });
+    }
+
     /// [`Self::fw_check`] for a parked tunnel packet going into tunnel `out_if`.
     #[inline]
     pub(super) fn fw_check_parked(
@@ -439,7 +500,7 @@ impl<B: PacketBuf + Send> State<B> {
             Err(e) => return Err(nat_drop(e)),
         };
         let v = pol.lookup(&key);
-        fw.tally.add(pol, v, pkt.len() as u32, false);
+        fw.tally.add(pol, v.tag(), pkt.len() as u32, false);
         if v.accepts() {
             Ok(())
         } else {
@@ -532,7 +593,7 @@ impl<B: PacketBuf + Send> State<B> {
             }
             let Some(s) = self.staged.get_mut(i).and_then(Option::take) else { continue };
             match s.origin {
-                Origin::Tunnel { .. } => self.route_inner(io, cx, s.buf, s.origin),
+                Origin::Tunnel { parked } => self.forward_parked(io, cx, s.buf, parked),
                 // `reply` carries "addressed to the gateway" while parked.
                 Origin::Lan { port, reply } => self.lan_ip(io, cx, port, s.buf, reply, i as u8),
             }
@@ -553,7 +614,7 @@ impl<B: PacketBuf + Send> State<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Action, AddrSet, IfMatch, PolicySpec, PortRange, ServiceEntry};
+    use crate::policy::{Action, AddrSet, IfMatch, PolicySpec, PortRange, ServiceEntry, Verdict};
     use core::net::Ipv4Addr;
 
     /// `n` accept policies, policy `i` for UDP to port 1000 + i.
@@ -594,8 +655,8 @@ mod tests {
         let mut t = Tally::default();
         let (near, far) = (verdict(&pol, 3), verdict(&pol, TALLY_SLOTS as u32 + 20));
         for i in 0..5 {
-            t.add(&pol, near, 100, i == 0);
-            t.add(&pol, far, 10, false);
+            t.add(&pol, near.tag(), 100, i == 0);
+            t.add(&pol, far.tag(), 10, false);
         }
         let now = |id| pol.counters(id).map(|c| (c.packets, c.bytes, c.hits));
         assert_eq!(now(3), Some((0, 0, 0)), "a tallied policy waits for the flush");
@@ -606,7 +667,8 @@ mod tests {
         assert_eq!(now(3), Some((5, 500, 1)), "a flush empties the tally");
         // A verdict of another set counts nothing here.
         let other = set(4);
-        t.add(&pol, verdict(&other, 3), 100, true);
+        t.add(&pol, verdict(&other, 3).tag(), 100, true);
+        t.add(&pol, VerdictTag::NONE, 100, true);
         t.flush(&pol);
         assert_eq!(now(3), Some((5, 500, 1)));
         assert!(t.touched.is_empty());

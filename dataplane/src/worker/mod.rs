@@ -463,6 +463,9 @@ struct State<B> {
     staged: arrayvec::ArrayVec<Option<Staged<B>>, { crate::port::BURST }>,
     /// Packets waiting for an ARP answer, oldest first.
     held: arrayvec::ArrayVec<Held<B>, HOLD_TOTAL>,
+    /// Route generation: changes with every route or neighbour change, so that the next hops
+    /// connection entries cache for the session fast path (`nat::Hop`) expire at once. Never 0.
+    hop_gen: u32,
 }
 
 /// Packets held for unresolved neighbours, in all and per neighbour (Linux's old `unres_qlen`
@@ -544,6 +547,7 @@ impl<P: PacketIo> Worker<P> {
             fw,
             staged: arrayvec::ArrayVec::new(),
             held: arrayvec::ArrayVec::new(),
+            hop_gen: 1,
         };
         Ok(Worker { io, reader: link.reader, outbound: link.outbound, policy: link.policy, st })
     }
@@ -684,10 +688,18 @@ impl<B: PacketBuf + Send> State<B> {
                     }
                     None => false,
                 },
-                Command::RouteAdd { prefix, len, hop } => self.routes.insert(prefix, len, hop).is_ok(),
-                Command::RouteDel { prefix, len } => self.routes.remove(prefix, len),
+                Command::RouteAdd { prefix, len, hop } => {
+                    self.routes_changed();
+                    self.routes.insert(prefix, len, hop).is_ok()
+                }
+                Command::RouteDel { prefix, len } => {
+                    self.routes_changed();
+                    self.routes.remove(prefix, len)
+                }
                 Command::NeighbourAdd { port, ip, mac } => {
-                    self.neigh.set(port, ip, mac);
+                    if self.neigh.set(port, ip, mac) {
+                        self.routes_changed();
+                    }
                     self.release_held(port, ip, mac);
                     true
                 }
@@ -696,6 +708,11 @@ impl<B: PacketBuf + Send> State<B> {
                 self.shared.stats.add(Counter::CommandsFailed, 1);
             }
         }
+    }
+
+    /// Routes or neighbours changed: every cached next hop is stale.
+    fn routes_changed(&mut self) {
+        self.hop_gen = self.hop_gen.wrapping_add(1).max(1);
     }
 
     #[inline]
@@ -876,10 +893,10 @@ impl<B: PacketBuf + Send> State<B> {
                     None => return self.drop_pkt(DropReason::NoRoute, buf),
                 },
                 Some(NextHop::Connected { port }) if from_tunnel && self.is_lan(port) => {
-                    return self.deliver(io, pol, origin, port, dst, buf);
+                    return self.deliver(io, cx, origin, port, dst, buf);
                 }
                 Some(NextHop::Gateway { port, via }) if from_tunnel && self.is_lan(port) => {
-                    return self.deliver(io, pol, origin, port, via, buf);
+                    return self.deliver(io, cx, origin, port, via, buf);
                 }
                 _ => return self.drop_pkt(DropReason::NoRoute, buf),
             },
@@ -904,16 +921,17 @@ impl<B: PacketBuf + Send> State<B> {
     fn deliver<P: PacketIo<Buf = B>>(
         &mut self,
         io: &mut P,
-        pol: &PolicySet,
+        cx: Cx<'_, '_>,
         origin: Origin,
         port: u16,
         next_hop: Ipv4Addr,
         mut buf: B,
     ) {
         if let Origin::Tunnel { parked } = origin {
-            if let Err(r) = self.fw_forward(pol, parked, port, buf.data_mut()) {
+            if let Err(r) = self.fw_forward(cx.pol, parked, port, buf.data_mut()) {
                 return self.drop_pkt(r, buf);
             }
+            self.fw_remember_hop(cx.tbl, parked, port, next_hop, buf.data());
         }
         self.send_ip(io, port, next_hop, buf)
     }
@@ -1052,6 +1070,7 @@ impl<B: PacketBuf + Send> State<B> {
         if !sender.is_unspecified() && !repr.source_hardware_addr.is_multicast() {
             let smac = repr.source_hardware_addr.0;
             if self.neigh.set(port, sender, smac) {
+                self.routes_changed();
                 self.shared.stats.add(Counter::NeighboursLearned, 1);
                 self.event(Event::NeighbourLearned { port, ip: sender, mac: smac });
             }
