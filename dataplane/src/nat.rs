@@ -245,6 +245,9 @@ pub struct NatCounters {
     /// Outbound packets a worker sent on their entry's cached hop (the session fast path; also
     /// in `outbound`).
     pub fast: AtomicU64,
+    /// Replies a worker translated on the session fast path, straight on to their client's
+    /// tunnel (also in `replies`).
+    pub fast_replies: AtomicU64,
     /// Entries created.
     pub created: AtomicU64,
     /// Entries removed because they expired.
@@ -1375,8 +1378,7 @@ impl ConnTable {
     /// Finds, refreshes and translates back the entry of a parsed reply; its index.
     #[inline(always)]
     fn reply_entry(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<u32, NatError> {
-        let l4 = &p.l4;
-        let rev = Self::rev_of(l4);
+        let rev = Self::rev_of(&p.l4);
         let e = match self.find_rev(p, &rev) {
             Some(e) if self.entries[e as usize].expires > now => e,
             Some(e) => {
@@ -1386,6 +1388,34 @@ impl ConnTable {
             }
             None => return self.refuse(NatError::NoEntry),
         };
+        self.reply_translate(now, e, &p.l4, pkt);
+        Ok(e)
+    }
+
+    /// The entry of a parsed reply's live flow, for the session fast path; changes (and
+    /// counts) nothing, so a miss can go the full way ([`ConnTable::reply_verdict`]).
+    #[inline(always)]
+    pub fn reply_known(&self, now: u64, p: &Parsed) -> Option<u32> {
+        if !p.reply {
+            return None;
+        }
+        let e = self.find_rev(p, &Self::rev_of(&p.l4))?;
+        (self.entries[e as usize].expires > now).then_some(e)
+    }
+
+    /// Translates a reply of known flow `e` ([`ConnTable::reply_known`]) back and refreshes the
+    /// entry: the client it now goes to, and the verdict to count it under.
+    #[inline(always)]
+    pub fn reply_forward(&mut self, now: u64, e: u32, p: &Parsed, pkt: &mut [u8]) -> (Ipv4Addr, VerdictTag) {
+        self.reply_translate(now, e, &p.l4, pkt);
+        bump(&self.counters.fast_replies, 1);
+        let ent = &self.entries[e as usize];
+        (Ipv4Addr::from(ent.fwd.src), ent.verdict().unwrap_or(VerdictTag::NONE))
+    }
+
+    /// The common tail of a reply with entry `e`: TCP state, expiry, rewrite.
+    #[inline(always)]
+    fn reply_translate(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) {
         let ent = &mut self.entries[e as usize];
         let state = match ent.fwd.proto {
             ip_proto::TCP => Self::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags),
@@ -1399,7 +1429,6 @@ impl ConnTable {
             translate(pkt, l4, false, client, cport, (sums.rev_ip, sums.rev_l4));
         }
         bump(&self.counters.replies, 1);
-        Ok(e)
     }
 
     fn expire(&mut self, _slot: usize, e: u32) {

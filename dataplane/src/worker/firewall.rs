@@ -444,6 +444,42 @@ impl<B: PacketBuf + Send> State<B> {
         self.route_inner(io, cx, buf, Origin::Tunnel { parked })
     }
 
+    /// A parked LAN packet: the reply of a known flow is translated back and sealed into its
+    /// client's tunnel at once — the entry names the client, so the packet skips `lan_ip` and
+    /// `route_inner` (header checks parsing did, route and policy steps a reply does not
+    /// need). Anything else (no entry, TTL running out) takes the full way.
+    #[inline]
+    pub(super) fn reply_parked<P: PacketIo<Buf = B>>(
+        &mut self,
+        io: &mut P,
+        cx: Cx<'_, '_>,
+        port: u16,
+        mut buf: B,
+        to_gateway: bool,
+        parked: u8,
+    ) {
+        if let Some(fw) = self.fw.as_mut() {
+            if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
+                let now = fw.now_ns;
+                if let Some(e) = fw.nat.reply_known(now, p) {
+                    let pkt = buf.data_mut();
+                    // Parsing found a whole IPv4 header.
+                    if pkt.len() >= 20 && pkt[8] > 1 {
+                        let (client, v) = fw.nat.reply_forward(now, e, p, pkt);
+                        fw.tally.add(cx.pol, v, pkt.len() as u32, false);
+                        let Some(sa) = cx.tbl.get_vip(client, cx.g) else {
+                            // The client's SA is gone: routed like any translated reply.
+                            return self.route_inner(io, cx, buf, Origin::Lan { port, reply: true });
+                        };
+                        nat::decrement_ttl(pkt);
+                        return self.seal(io, sa, buf);
+                    }
+                }
+            }
+        }
+        self.lan_ip(io, cx, port, buf, to_gateway, parked)
+    }
+
     /// After `route_inner` delivered a parked tunnel packet onto `port` towards `next_hop`:
     /// caches that hop in its flow's entry for [`Self::forward_parked`]. Not for a destination
     /// in the client address pool (a client given that address later is reached by its SA,
@@ -595,7 +631,7 @@ impl<B: PacketBuf + Send> State<B> {
             match s.origin {
                 Origin::Tunnel { parked } => self.forward_parked(io, cx, s.buf, parked),
                 // `reply` carries "addressed to the gateway" while parked.
-                Origin::Lan { port, reply } => self.lan_ip(io, cx, port, s.buf, reply, i as u8),
+                Origin::Lan { port, reply } => self.reply_parked(io, cx, port, s.buf, reply, i as u8),
             }
         }
         self.staged.clear();
