@@ -710,3 +710,46 @@ fn a_cached_hop_gives_way_to_a_new_neighbour_mac_and_to_a_route_change() {
     assert_eq!(f.drops(DropReason::NoRoute), 1);
     assert_eq!(fast(&f), 3);
 }
+
+fn fast_replies(f: &Fx) -> u64 {
+    f.worker.conn_table().unwrap().counters().fast_replies.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A known flow's reply goes from the park straight into its client's tunnel (the entry names
+/// the client): it arrives as the full way delivers one — translated back, TTL down by one,
+/// checksums right — and counts under the flow's policy. One whose TTL runs out does not.
+#[test]
+fn a_reply_of_a_known_flow_is_sealed_from_the_park_like_a_routed_one() {
+    let mut f = fx();
+    let q = f.udp_from(0, 5000, 53, b"q");
+    f.send(0, &q);
+    f.pump();
+    let out = f.lan_out();
+    let answer = udp_answer(&out[0], b"answer");
+    f.server_sends(&answer);
+    f.server_sends(&answer);
+    f.pump();
+    let back = f.wan_out();
+    assert_eq!(back.len(), 2);
+    assert_eq!(fast_replies(&f), 2);
+    assert_eq!(back[0], back[1]);
+    let (c, inner) = &back[0];
+    assert_eq!(*c, 0);
+    assert_eq!(addrs(inner), (SERVER, f.clients[0].vip));
+    assert_eq!(ports(inner), (53, 5000));
+    assert_eq!(ipv4::Packet::new_checked(&inner[..]).unwrap().hop_limit(), 63);
+    assert!(frames::checksums_ok(inner));
+    assert!(inner.ends_with(b"answer"));
+    assert_eq!(f.counters(1).0, 3, "the query and both replies");
+    // TTL 1: the full way, which drops it as expired.
+    let dying = {
+        let (src, dst) = addrs(&out[0]);
+        let (sport, dport) = ports(&out[0]);
+        frames::ipv4_udp(SocketAddrV4::new(dst, dport), SocketAddrV4::new(src, sport), 1, b"late")
+    };
+    f.server_sends(&dying);
+    f.pump();
+    assert!(f.wan_out().is_empty());
+    assert_eq!(f.worker.stats().get(Counter::TtlExpired), 1);
+    assert_eq!(fast_replies(&f), 2);
+}
