@@ -321,6 +321,12 @@ pub enum Prefetch {
 /// Index slots an entry prefetch looks through for the flow's hash.
 const PREFETCH_PROBES: usize = 4;
 
+/// `ConnTable::free_at` of an entry in use.
+const NOT_FREE: u32 = u32::MAX;
+
+/// Port candidates a new NAT'd flow tries for one whose reply tuple's home entry is free.
+const HOME_TRIES: u32 = 64;
+
 #[inline(always)]
 fn prefetch<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
@@ -785,7 +791,10 @@ fn translate(pkt: &mut [u8], l4: &L4, outbound: bool, addr: u32, port: u16, (ip_
 pub struct ConnTable {
     cfg: NatConfig,
     entries: HugeSlice<Entry>,
+    /// Free entries (a stack), and each entry's position in it ([`NOT_FREE`] when in use), so
+    /// that a chosen entry can be taken out of the middle (`take_free`).
     free: Vec<u32>,
+    free_at: Box<[u32]>,
     fwd: Index,
     rev: Index,
     per_tunnel: Box<[u32]>,
@@ -812,6 +821,7 @@ impl ConnTable {
         ConnTable {
             entries: HugeSlice::new(cap as usize, empty),
             free: (0..cap).rev().collect(),
+            free_at: (0..cap).map(|e| cap - 1 - e).collect(),
             fwd: Index::new(cap),
             rev: Index::new(cap),
             per_tunnel: vec![0; cfg.tunnels as usize].into_boxed_slice(),
@@ -995,7 +1005,10 @@ impl ConnTable {
     #[inline(always)]
     pub fn prefetch(&self, p: &Parsed, stage: Prefetch) {
         if p.reply {
-            let _ = self.prefetch_hash(&self.rev, p.hash, stage);
+            // A reply's entry is found at its home without the index (see `pick_port`).
+            if let (Prefetch::Index, Some(e)) = (stage, p.candidate().and_then(|e| self.entries.get(e as usize))) {
+                prefetch(e);
+            }
         } else if p.tracked {
             let _ = self.prefetch_hash(&self.fwd, p.hash, stage);
         }
@@ -1006,14 +1019,11 @@ impl ConnTable {
     /// the index again: one dependent load less on every packet's way.
     #[inline(always)]
     pub fn prefetch_entry(&self, p: &mut Parsed) {
-        let ix = if p.reply {
-            &self.rev
-        } else if p.tracked {
-            &self.fwd
-        } else {
+        // A reply's candidate is its home entry, loading since `prefetch`.
+        if p.reply || !p.tracked {
             return;
-        };
-        p.cand = self.prefetch_hash(ix, p.hash, Prefetch::Entry).map_or(0, |e| e + 1);
+        }
+        p.cand = self.prefetch_hash(&self.fwd, p.hash, Prefetch::Entry).map_or(0, |e| e + 1);
     }
 
     /// The live entry of forward flow `fwd`: the prefetched candidate if it is that flow's
@@ -1252,9 +1262,10 @@ impl ConnTable {
         if in_tunnel >= self.cfg.per_tunnel {
             return Err(NatError::TunnelFull);
         }
-        let port = self.pick_port(&fwd, nat, h)?;
-        let Some(e) = self.free.pop() else {
-            return Err(NatError::TableFull);
+        let (port, home) = self.pick_port(&fwd, nat, h)?;
+        let e = match home {
+            Some(e) if self.take_free(e) => e,
+            _ => self.pop_free().ok_or(NatError::TableFull)?,
         };
         let state = OPENING;
         self.entries[e as usize] = Entry {
@@ -1280,21 +1291,35 @@ impl ConnTable {
 
     /// A port (ICMP id) for the flow whose reply tuple is free and, with steering, whose reply
     /// RSS sends here. Without NAT (`nat == fwd.src`) the client's own port, if free.
-    fn pick_port(&self, fwd: &Fwd, nat: u32, h: u32) -> Result<u16, NatError> {
+    ///
+    /// Also the entry to put the flow in: its reply tuple's home ([`ConnTable::reply_home`]) when
+    /// that entry is free, so that replies find their entry without the reply index. With NAT
+    /// the port is chosen for that too (among the first [`HOME_TRIES`] candidates, else the
+    /// first free port and any entry).
+    fn pick_port(&self, fwd: &Fwd, nat: u32, h: u32) -> Result<(u16, Option<u32>), NatError> {
         let mut rev = Rev { src: fwd.dst, dst: nat, sport: fwd.dport, dport: fwd.sport, proto: fwd.proto };
+        let seed = self.cfg.seed;
         let taken = |rev: &Rev| {
             let entries = &self.entries;
-            self.rev.find(rev.hash(self.cfg.seed), |e| entries[e as usize].rev() == *rev).is_some()
+            self.rev.find(rev.hash(seed), |e| entries[e as usize].rev() == *rev).is_some()
+        };
+        let free_home = |rev: &Rev| {
+            let e = self.reply_home(rev.hash(seed));
+            self.entries.get(e as usize).is_some_and(|x| !x.live).then_some(e)
         };
         if nat == fwd.src {
-            return if taken(&rev) { Err(NatError::NoPort) } else { Ok(fwd.sport) };
+            return if taken(&rev) { Err(NatError::NoPort) } else { Ok((fwd.sport, free_home(&rev))) };
         }
+        let mut fallback = None;
         let (lo, hi) = (self.cfg.port_lo.min(self.cfg.port_hi), self.cfg.port_hi.max(self.cfg.port_lo));
         let n = u32::from(hi - lo) + 1;
         let base =
             self.cfg.steer.as_ref().filter(|_| fwd.proto != ip_proto::ICMP).map(|s| s.base(rev.src, nat, rev.sport));
         let start = h.rotate_left(16) % n;
         for t in 0..self.cfg.max_port_tries.min(n) {
+            if t >= HOME_TRIES && fallback.is_some() {
+                break;
+            }
             let port = lo + ((start + t) % n) as u16;
             // The NAT address is the gateway's own: a reply to port 500 or 4500 there would be
             // taken for IKE or ESP in UDP (RFC 3948), so those are never handed out (ICMP ids
@@ -1308,11 +1333,51 @@ impl ConnTable {
                 }
             }
             rev.dport = port;
+            let home = if t < HOME_TRIES { free_home(&rev) } else { None };
+            if home.is_none() && fallback.is_some() {
+                continue;
+            }
             if !taken(&rev) {
-                return Ok(port);
+                if home.is_some() {
+                    return Ok((port, home));
+                }
+                fallback = Some(port);
             }
         }
-        Err(NatError::NoPort)
+        fallback.map(|p| (p, None)).ok_or(NatError::NoPort)
+    }
+
+    /// The entry a reply tuple with hash `h` would rather live in (multiply-shift onto the
+    /// entries, no power of two needed).
+    #[inline(always)]
+    fn reply_home(&self, h: u32) -> u32 {
+        ((u64::from(h) * self.entries.len() as u64) >> 32) as u32
+    }
+
+    /// Takes free entry `e` out of the free stack; false if it is not free.
+    fn take_free(&mut self, e: u32) -> bool {
+        let Some(&at) = self.free_at.get(e as usize) else { return false };
+        if at == NOT_FREE {
+            return false;
+        }
+        let Some(last) = self.free.pop() else { return false };
+        if last != e {
+            self.free[at as usize] = last;
+            self.free_at[last as usize] = at;
+        }
+        self.free_at[e as usize] = NOT_FREE;
+        true
+    }
+
+    fn pop_free(&mut self) -> Option<u32> {
+        let e = self.free.pop()?;
+        self.free_at[e as usize] = NOT_FREE;
+        Some(e)
+    }
+
+    fn push_free(&mut self, e: u32) {
+        self.free_at[e as usize] = self.free.len() as u32;
+        self.free.push(e);
     }
 
     /// Translates a reply arriving from the LAN back to the client and says which tunnel it
@@ -1347,7 +1412,8 @@ impl ConnTable {
         p.tracked = true;
         p.tunnel = 0;
         p.reply = true;
-        p.cand = 0;
+        // Where the flow's entry lives unless it had to go elsewhere (`pick_port`).
+        p.cand = self.reply_home(p.hash) + 1;
         Ok(())
     }
 
@@ -1454,7 +1520,7 @@ impl ConnTable {
         if let Some(c) = self.per_tunnel.get_mut(ent.fwd.tunnel as usize) {
             *c = c.saturating_sub(1);
         }
-        self.free.push(e);
+        self.push_free(e);
         let live = self.counters.live.load(Ordering::Relaxed);
         self.counters.live.store(live.saturating_sub(1), Ordering::Relaxed);
     }

@@ -410,7 +410,9 @@ proptest! {
     }
 }
 
-/// The entry prefetch finds the entry of a known flow's packets, both ways, and of no other.
+/// The entry prefetch finds the entry of a known flow's packets both ways — a tunnel packet's
+/// through the forward index, a reply's at its home entry, where the flow was put — and a
+/// stranger's hint leads to no entry.
 #[test]
 fn the_entry_prefetch_finds_a_known_flows_entry_both_ways() {
     let mut t = table(NatConfig { capacity: 64, ..NatConfig::default() });
@@ -422,16 +424,57 @@ fn the_entry_prefetch_finds_a_known_flows_entry_both_ways() {
         t.prefetch_entry(&mut pf);
         let mut pr = t.parse_reply(&swap(&a)).unwrap();
         t.prefetch_entry(&mut pr);
+        assert_eq!(t.reply_known(0, &pr), pr.candidate(), "flow {n}'s reply finds its entry at home");
         // Probes are bounded, so a flow far from its home slot may be missed; most are not.
         if let (Some(x), Some(y)) = (pf.candidate(), pr.candidate()) {
             assert_eq!(x, y, "both ways reach the same entry");
             found += 1;
         }
-        let mut stranger = t.parse_reply(&swap(&packet(UDP, client(1), SERVER, 1000 + n, 54, b"a", 0))).unwrap();
-        t.prefetch_entry(&mut stranger);
-        assert_eq!(stranger.candidate(), None, "no entry for a flow the table does not have");
+        let stranger = t.parse_reply(&swap(&packet(UDP, client(1), SERVER, 1000 + n, 54, b"a", 0))).unwrap();
+        assert_eq!(t.reply_known(0, &stranger), None, "no entry for a flow the table does not have");
+        let mut untouched = swap(&packet(UDP, client(1), SERVER, 1000 + n, 54, b"a", 0));
+        assert_eq!(t.reply_parsed(0, &stranger, &mut untouched).map(|r| r.tunnel), Err(NatError::NoEntry));
     }
     assert!(found >= 36, "the entry prefetch found {found} of 40 flows");
+}
+
+/// NAT'd flows are put where their replies look first (the reply tuple's home entry, chosen
+/// through the port), also when the table is nearly full; entries taken out of the middle of
+/// the free list leave it consistent: a full table refuses, empties, and fills up again.
+#[test]
+fn replies_find_their_entries_at_home_up_to_a_nearly_full_table() {
+    let cap = 1024u32;
+    let mut t = table(NatConfig { capacity: cap, per_tunnel: cap, ..NatConfig::default() });
+    let flow = |n: u32| packet(UDP, client((n / 1000) as u8 + 1), SERVER, 1024 + (n % 1000) as u16, 53, b"a", 0);
+    for round in 0..2u64 {
+        let now = round * 2_000 * S;
+        let mut at_home = 0;
+        let mut replies = Vec::new();
+        for n in 0..cap {
+            let mut a = flow(n);
+            t.outbound(now, 0, &mut a, Some(GW_LAN)).unwrap();
+            replies.push(swap(&a));
+        }
+        assert_eq!(t.len(), cap as usize);
+        let mut extra = flow(cap + 1);
+        assert_eq!(t.outbound(now, 0, &mut extra, Some(GW_LAN)).map(|_| ()), Err(NatError::TableFull));
+        for (n, r) in replies.iter().enumerate() {
+            let p = t.parse_reply(r).unwrap();
+            let e = t.reply_known(now, &p);
+            assert!(e.is_some(), "round {round}: flow {n}'s reply has its entry");
+            if e == p.candidate() {
+                at_home += 1;
+            }
+            let mut back = r.clone();
+            assert_eq!(t.reply_parsed(now, &p, &mut back).map(|r| r.tunnel), Ok(0));
+            assert!(checksums_valid(&back));
+        }
+        // The last flows pick among few free entries (64 tries each): nearly all make it.
+        assert!(at_home >= cap * 95 / 100, "round {round}: {at_home} of {cap} replies found their entry at home");
+        // Everything expires; the emptied table takes as many flows again.
+        assert_eq!(t.sweep(now + 1_000 * S, cap as usize), cap as usize);
+        assert!(t.is_empty());
+    }
 }
 
 /// The entry an entry prefetch remembers is only a hint: after that flow is gone and its
