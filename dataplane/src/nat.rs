@@ -735,15 +735,48 @@ fn adjust(hc: u16, sum: u16) -> u16 {
     !(((x & 0xffff) + (x >> 16)) as u16)
 }
 
+/// RFC 1624's ~m + m' for a TTL decrement: the TTL is the high byte of IPv4 header word 4,
+/// so it is 0xfeff whatever the protocol byte beside it.
+const TTL_SUM: u16 = 0xfeff;
+
 /// Decrements the TTL of an IPv4 packet (at least a header long, TTL above 1) and adjusts
-/// its header checksum: the TTL is the high byte of header word 4, so RFC 1624's ~m + m' is
-/// 0xfeff whatever the protocol byte beside it.
+/// its header checksum.
 #[inline(always)]
-pub fn decrement_ttl(pkt: &mut [u8]) {
+fn decrement_ttl(pkt: &mut [u8]) {
     let Some(ip) = pkt.first_chunk_mut::<20>() else { return };
     ip[8] = ip[8].wrapping_sub(1);
     let hc = get16(ip, 10);
-    put16(ip, 10, adjust(hc, 0xfeff));
+    put16(ip, 10, adjust(hc, TTL_SUM));
+}
+
+/// [`translate`] for a translated flow, else nothing; with `TTL` also the TTL decrement of
+/// a forwarded packet (TTL above 1, checked by the caller), folded into the same checksum
+/// update when there is a translation.
+#[inline(always)]
+fn rewrite<const TTL: bool>(
+    pkt: &mut [u8],
+    l4: &L4,
+    outbound: bool,
+    addr: u32,
+    port: u16,
+    translated: bool,
+    (ip_sum, l4_sum): (u16, u16),
+) {
+    if !translated {
+        if TTL {
+            decrement_ttl(pkt);
+        }
+        return;
+    }
+    let ip_sum = if TTL && pkt.len() >= usize::from(l4.off).max(20) {
+        pkt[8] = pkt[8].wrapping_sub(1);
+        // Two 16-bit terms: one end-around carry folds them.
+        let x = u32::from(ip_sum) + u32::from(TTL_SUM);
+        ((x & 0xffff) + (x >> 16)) as u16
+    } else {
+        ip_sum
+    };
+    translate(pkt, l4, outbound, addr, port, (ip_sum, l4_sum));
 }
 
 /// Rewrites a packet of an entry's flow: the source address and port (ICMP: echo id) on the
@@ -954,13 +987,14 @@ impl ConnTable {
                 }
             }
         };
-        let (addr, port) = self.forward(now, e, &l4, pkt);
+        let (addr, port) = self.forward::<false>(now, e, &l4, pkt);
         Ok(Outbound { new_flow, addr: Ipv4Addr::from(addr), port })
     }
 
-    /// The common tail of an outbound packet with entry `e`: TCP state, expiry, rewrite.
+    /// The common tail of an outbound packet with entry `e`: TCP state, expiry, rewrite; with
+    /// `TTL` also the TTL decrement, in the same checksum update.
     #[inline(always)]
-    fn forward(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) -> (u32, u16) {
+    fn forward<const TTL: bool>(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) -> (u32, u16) {
         let ent = &mut self.entries[e as usize];
         if ent.fwd.proto == ip_proto::TCP {
             let state = Self::tcp_state(ent.state, l4.tcp_flags);
@@ -968,9 +1002,7 @@ impl ConnTable {
         }
         let (addr, port, proto, state, sums) = (ent.nat_addr, ent.nat_port, ent.fwd.proto, ent.state, ent.sums);
         set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
-        if sums.translated {
-            translate(pkt, l4, true, addr, port, (sums.fwd_ip, sums.fwd_l4));
-        }
+        rewrite::<TTL>(pkt, l4, true, addr, port, sums.translated, (sums.fwd_ip, sums.fwd_l4));
         bump(&self.counters.outbound, 1);
         (addr, port)
     }
@@ -1073,7 +1105,7 @@ impl ConnTable {
     ) -> Result<Admit, NatError> {
         if let Some(e) = self.known(now, p, set) {
             if let Some(verdict) = self.entries[e as usize].verdict().and_then(|t| set.verdict_of(t)) {
-                self.forward(now, e, &p.l4, pkt);
+                self.forward::<false>(now, e, &p.l4, pkt);
                 return Ok(Admit::Tracked { verdict, new_flow: false });
             }
         }
@@ -1087,7 +1119,7 @@ impl ConnTable {
     #[inline(always)]
     pub fn admit_known(&mut self, now: u64, p: &Parsed, pkt: &mut [u8], set: &PolicySet) -> Option<VerdictTag> {
         let e = self.known(now, p, set)?;
-        self.forward(now, e, &p.l4, pkt);
+        self.forward::<false>(now, e, &p.l4, pkt);
         let ent = &self.entries[e as usize];
         ent.verdict()
     }
@@ -1115,11 +1147,12 @@ impl ConnTable {
         (hop.gen == gen).then_some((e, hop))
     }
 
-    /// Translates a packet of known flow `e` ([`ConnTable::known_hop`]) and refreshes its entry;
+    /// Translates a packet of known flow `e` ([`ConnTable::known_hop`]), decrements its TTL
+    /// (which the caller checked is above 1: the packet is forwarded) and refreshes the entry;
     /// the verdict to count it under.
     #[inline(always)]
     pub fn forward_known(&mut self, now: u64, e: u32, p: &Parsed, pkt: &mut [u8]) -> VerdictTag {
-        self.forward(now, e, &p.l4, pkt);
+        self.forward::<true>(now, e, &p.l4, pkt);
         bump(&self.counters.fast, 1);
         let ent = &self.entries[e as usize];
         // `known` checked that the entry has a verdict.
@@ -1235,7 +1268,7 @@ impl ConnTable {
         let ent = &mut self.entries[e as usize];
         set_if_changed(&mut ent.stamp, stamp);
         set_if_changed(&mut ent.slot, slot);
-        self.forward(now, e, &l4, pkt);
+        self.forward::<false>(now, e, &l4, pkt);
         Ok(Admit::Tracked { verdict, new_flow })
     }
 
@@ -1454,7 +1487,7 @@ impl ConnTable {
             }
             None => return self.refuse(NatError::NoEntry),
         };
-        self.reply_translate(now, e, &p.l4, pkt);
+        self.reply_translate::<false>(now, e, &p.l4, pkt);
         Ok(e)
     }
 
@@ -1469,19 +1502,25 @@ impl ConnTable {
         (self.entries[e as usize].expires > now).then_some(e)
     }
 
-    /// Translates a reply of known flow `e` ([`ConnTable::reply_known`]) back and refreshes the
-    /// entry: the client it now goes to, and the verdict to count it under.
+    /// The client a reply of known flow `e` ([`ConnTable::reply_known`]) goes back to.
     #[inline(always)]
-    pub fn reply_forward(&mut self, now: u64, e: u32, p: &Parsed, pkt: &mut [u8]) -> (Ipv4Addr, VerdictTag) {
-        self.reply_translate(now, e, &p.l4, pkt);
+    pub fn reply_client(&self, e: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.entries[e as usize].fwd.src)
+    }
+
+    /// Translates a reply of known flow `e` ([`ConnTable::reply_known`]) back, decrements its
+    /// TTL (which the caller checked is above 1: the packet is forwarded) and refreshes the
+    /// entry; the verdict to count it under.
+    #[inline(always)]
+    pub fn reply_forward(&mut self, now: u64, e: u32, p: &Parsed, pkt: &mut [u8]) -> VerdictTag {
+        self.reply_translate::<true>(now, e, &p.l4, pkt);
         bump(&self.counters.fast_replies, 1);
-        let ent = &self.entries[e as usize];
-        (Ipv4Addr::from(ent.fwd.src), ent.verdict().unwrap_or(VerdictTag::NONE))
+        self.entries[e as usize].verdict().unwrap_or(VerdictTag::NONE)
     }
 
     /// The common tail of a reply with entry `e`: TCP state, expiry, rewrite.
     #[inline(always)]
-    fn reply_translate(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) {
+    fn reply_translate<const TTL: bool>(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) {
         let ent = &mut self.entries[e as usize];
         let state = match ent.fwd.proto {
             ip_proto::TCP => Self::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags),
@@ -1490,10 +1529,8 @@ impl ConnTable {
         set_if_changed(&mut ent.state, state);
         let (client, cport, proto, state, sums) = (ent.fwd.src, ent.fwd.sport, ent.fwd.proto, ent.state, ent.sums);
         set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
-        if sums.translated {
-            // For ICMP, `translate` puts the port into the echo id.
-            translate(pkt, l4, false, client, cport, (sums.rev_ip, sums.rev_l4));
-        }
+        // For ICMP, `translate` puts the port into the echo id.
+        rewrite::<TTL>(pkt, l4, false, client, cport, sums.translated, (sums.rev_ip, sums.rev_l4));
         bump(&self.counters.replies, 1);
     }
 

@@ -666,6 +666,20 @@ fn a_known_flow_leaves_on_its_cached_hop_exactly_as_routed() {
     assert!(f.lan_out().is_empty());
     assert_eq!(f.worker.stats().get(Counter::TtlExpired), 1);
     assert_eq!(fast(&f), 1);
+    // A tracked flow without NAT (policy 2, client A is staff): the same, untranslated.
+    let echo = f.udp_from(0, 6000, 7, b"plain");
+    f.send(0, &echo);
+    f.pump();
+    let routed = f.net.drain_tx(LAN, 0);
+    f.send(0, &echo);
+    f.pump();
+    let cached = f.net.drain_tx(LAN, 0);
+    assert_eq!(fast(&f), 2);
+    assert_eq!(cached, routed);
+    let p = &cached[0][14..];
+    assert_eq!(addrs(p), (f.clients[0].vip, SERVER), "not translated");
+    assert_eq!(ipv4::Packet::new_checked(p).unwrap().hop_limit(), 63);
+    assert!(frames::checksums_ok(p));
 }
 
 /// A neighbour's new MAC or a route change reaches flows whose hop is cached: the next packet

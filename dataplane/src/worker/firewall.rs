@@ -427,7 +427,6 @@ impl<B: PacketBuf + Send> State<B> {
                     let pkt = buf.data_mut();
                     // Parsing found a whole IPv4 header.
                     if pkt.len() >= 20 && pkt[8] > 1 {
-                        nat::decrement_ttl(pkt);
                         let v = fw.nat.forward_known(now, e, p, pkt);
                         fw.tally.add(cx.pol, v, pkt.len() as u32, false);
                         let Some(src) = self.ports.get(usize::from(hop.port)).map(|i| i.mac) else {
@@ -447,7 +446,8 @@ impl<B: PacketBuf + Send> State<B> {
     /// A parked LAN packet: the reply of a known flow is translated back and sealed into its
     /// client's tunnel at once — the entry names the client, so the packet skips `lan_ip` and
     /// `route_inner` (header checks parsing did, route and policy steps a reply does not
-    /// need). Anything else (no entry, TTL running out) takes the full way.
+    /// need). Anything else (no entry, no SA for the client, TTL running out) takes the full
+    /// way.
     #[inline]
     pub(super) fn reply_parked<P: PacketIo<Buf = B>>(
         &mut self,
@@ -464,14 +464,11 @@ impl<B: PacketBuf + Send> State<B> {
                 if let Some(e) = fw.nat.reply_known(now, p) {
                     let pkt = buf.data_mut();
                     // Parsing found a whole IPv4 header.
-                    if pkt.len() >= 20 && pkt[8] > 1 {
-                        let (client, v) = fw.nat.reply_forward(now, e, p, pkt);
+                    // Without the client's SA (gone, or not yet there) the full way decides.
+                    let sa = cx.tbl.get_vip(fw.nat.reply_client(e), cx.g);
+                    if let Some(sa) = sa.filter(|_| pkt.len() >= 20 && pkt[8] > 1) {
+                        let v = fw.nat.reply_forward(now, e, p, pkt);
                         fw.tally.add(cx.pol, v, pkt.len() as u32, false);
-                        let Some(sa) = cx.tbl.get_vip(client, cx.g) else {
-                            // The client's SA is gone: routed like any translated reply.
-                            return self.route_inner(io, cx, buf, Origin::Lan { port, reply: true });
-                        };
-                        nat::decrement_ttl(pkt);
                         return self.seal(io, sa, buf);
                     }
                 }
