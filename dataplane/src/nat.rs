@@ -18,6 +18,17 @@
 //!   which remembers it in the parsed flow), and translates ([`ConnTable::admit_known`], else
 //!   [`ConnTable::admit_parsed`]; [`ConnTable::reply_verdict`]) starting from that entry.
 //!   A translated flow's checksum updates are sums computed when its entry is made.
+//! - The worker's session fast path: [`ConnTable::known_hop`] + [`ConnTable::forward_known`]
+//!   for a known flow whose entry caches its next hop ([`Hop`], [`ConnTable::set_hop`]);
+//!   [`ConnTable::reply_known`] + [`ConnTable::reply_forward`] for a known flow's reply. Both
+//!   check without changing anything first, so a miss takes the full way uncounted.
+//!
+//! Where an entry lives: at its reply tuple's home (`ConnTable::reply_home`: the reply hash
+//! mapped onto the entries), when that entry is free — a NAT'd flow tries up to 64 ports for
+//! one whose home is free (98 % of flows of a full table are at home in the test). A reply
+//! then needs no index: its parse names the home as the candidate, the prefetch loads that
+//! one line, and the lookup checks the key there (the reply index is the way for the rest).
+//! Outbound packets go through the forward index as before.
 //!
 //! NAT ports never include 500 and 4500: the NAT address is the gateway's own, where those
 //! ports are IKE and ESP in UDP.
@@ -293,7 +304,8 @@ pub struct Parsed {
     hash: u32,
     /// [`L4::trackable`], asked once.
     tracked: bool,
-    /// The entry [`ConnTable::prefetch_entry`] loaded, plus one (0: none).
+    /// The entry the flow is looked for in first, plus one (0: none): for a tunnel packet the
+    /// one [`ConnTable::prefetch_entry`] loaded, for a reply its home (set by the parse).
     cand: u32,
     tunnel: u32,
     reply: bool,

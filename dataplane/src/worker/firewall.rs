@@ -29,15 +29,28 @@
 //!   from the LAN port's interface to the tunnel's (checked without state).
 //! * tunnel → tunnel: checked against the policy without state (no NAT).
 //!
-//! Connection lookups miss the cache when flows are many (100 000 entries are 8 MB), so with a
-//! firewall the worker runs each rx burst in two stages, as VPP does: first every packet is
+//! The session fast path (what stateful firewalls do once a session exists): a known flow
+//! skips the work its first packet did. Its entry caches the egress port and the next hop's
+//! MAC address ([`crate::nat::Hop`]), stamped with the worker's route generation, which
+//! every route or neighbour change advances; a packet of that flow, admitted by the running
+//! set, is translated, its TTL decremented in the same checksum update, and sent — no route,
+//! neighbour or second header check (`forward_parked`). A reply of a known flow goes from the
+//! park straight to its client's SA, which the entry names (`reply_parked`). Anything else
+//! takes the full way (`route_inner`), which caches the hop again; a flow the routes move to
+//! another port is judged by the policy again (`ConnTable::rehome`). Destinations inside the
+//! client address pool are never cached (a client given such an address later is reached
+//! through its SA, which changes no route).
+//!
+//! Connection lookups miss the cache when flows are many (100 000 entries are 6.4 MB), so with
+//! a firewall the worker runs each rx burst in two stages, as VPP does: first every packet is
 //! classified (and ESP decrypted) as usual, and a packet bound for the firewall is parked: its
 //! flow is parsed and hashed into the park (`Firewall::flows`, where it stays until the packet
-//! goes on) and its connection-index slot prefetched. The entry the slot names is prefetched
-//! a few packets later — while parking, after decryptions (their time lets the slot arrive);
-//! while forwarding the park, for LAN packets (parked in nanoseconds, their slots would not be
-//! in yet) — and remembered, so the packet's turn starts at the entry (checked to be its
-//! flow's) instead of at the index. The misses of a burst overlap instead of adding up.
+//! goes on) and the first line it needs is prefetched. A reply needs one: its flow's entry
+//! lives at the reply tuple's home (the NAT port was chosen for that), so the reply index is
+//! not read at all. A tunnel packet needs two: its forward-index slot, then, a few packets
+//! later (after decryptions, whose time lets the slot arrive), the entry the slot names,
+//! remembered so the packet's turn starts at the entry (checked to be its flow's) instead of
+//! at the index. The misses of a burst overlap instead of adding up.
 //!
 //! What the hot path avoids, each measured (`bench/benches/policy.rs`): reading back right
 //! away, with wider or offset loads, a struct that was just stored in pieces (a parsed flow or
