@@ -1616,6 +1616,44 @@ mod tests {
         assert_eq!(ix.slots.iter().filter(|&&s| s != 0).count(), 6);
     }
 
+    /// Against a model: entries with random hashes (many sharing home slots) in,
+    /// half of them out again in random order; every survivor is found as itself, no
+    /// removed one is, and the slots left are exactly the survivors.
+    #[test]
+    fn index_with_random_hashes_matches_a_model() {
+        let cap = 1000u32;
+        let mut ix = Index::new(cap);
+        let mut x = 0x9e37_79b9u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        // Hashes from a small set of home slots, so probe runs are long and wrap around.
+        let hashes: Vec<u32> = (0..cap).map(|_| (next() & 0xffff_0000) | (next() % 64 + 2000)).collect();
+        for (e, &h) in hashes.iter().enumerate() {
+            ix.insert(h, e as u32);
+        }
+        let mut order: Vec<u32> = (0..cap).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, next() as usize % (i + 1));
+        }
+        let (gone, kept) = order.split_at(cap as usize / 2);
+        for &e in gone {
+            let (slot, found) = ix.find(hashes[e as usize], |x| x == e).expect("present before removal");
+            assert_eq!(found, e);
+            ix.remove(slot);
+        }
+        for &e in kept {
+            assert_eq!(ix.find(hashes[e as usize], |x| x == e).map(|(_, f)| f), Some(e), "entry {e} kept");
+        }
+        for &e in gone {
+            assert!(ix.find(hashes[e as usize], |x| x == e).is_none(), "entry {e} removed");
+        }
+        assert_eq!(ix.slots.iter().filter(|&&s| s != 0).count(), kept.len());
+    }
+
     #[test]
     fn an_entry_is_one_cache_line() {
         assert_eq!(core::mem::size_of::<Entry>(), 64);
