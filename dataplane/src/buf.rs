@@ -80,12 +80,15 @@ impl HeadroomBuf {
 }
 
 impl PacketBuf for HeadroomBuf {
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.store[self.start..self.end]
     }
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.store[self.start..self.end]
     }
+    #[inline]
     fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
         if n > self.start {
             return None;
@@ -93,6 +96,7 @@ impl PacketBuf for HeadroomBuf {
         self.start -= n;
         Some(&mut self.store[self.start..self.start + n])
     }
+    #[inline]
     fn append(&mut self, n: usize) -> Option<&mut [u8]> {
         if n > self.tailroom() {
             return None;
@@ -101,6 +105,7 @@ impl PacketBuf for HeadroomBuf {
         self.end += n;
         Some(&mut self.store[old..self.end])
     }
+    #[inline]
     fn adj(&mut self, n: usize) -> bool {
         if n > self.end - self.start {
             return false;
@@ -108,6 +113,7 @@ impl PacketBuf for HeadroomBuf {
         self.start += n;
         true
     }
+    #[inline]
     fn trim(&mut self, n: usize) -> bool {
         if n > self.end - self.start {
             return false;
