@@ -632,8 +632,15 @@ fn a_new_flow_repeated_within_one_burst_gets_one_entry() {
     }
 }
 
+/// Outbound packets and replies the session fast path took.
+fn fast_paths(f: &Fx) -> (u64, u64) {
+    let c = f.worker.conn_table().unwrap().counters();
+    let o = std::sync::atomic::Ordering::Relaxed;
+    (c.fast.load(o), c.fast_replies.load(o))
+}
+
 fn fast(f: &Fx) -> u64 {
-    f.worker.conn_table().unwrap().counters().fast.load(std::sync::atomic::Ordering::Relaxed)
+    fast_paths(f).0
 }
 
 /// The session fast path: once a flow's first packet has been routed, its entry caches the
@@ -725,10 +732,6 @@ fn a_cached_hop_gives_way_to_a_new_neighbour_mac_and_to_a_route_change() {
     assert_eq!(fast(&f), 3);
 }
 
-fn fast_replies(f: &Fx) -> u64 {
-    f.worker.conn_table().unwrap().counters().fast_replies.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// A known flow's reply goes from the park straight into its client's tunnel (the entry names
 /// the client): it arrives as the full way delivers one — translated back, TTL down by one,
 /// checksums right — and counts under the flow's policy. One whose TTL runs out does not.
@@ -745,7 +748,7 @@ fn a_reply_of_a_known_flow_is_sealed_from_the_park_like_a_routed_one() {
     f.pump();
     let back = f.wan_out();
     assert_eq!(back.len(), 2);
-    assert_eq!(fast_replies(&f), 2);
+    assert_eq!(fast_paths(&f).1, 2);
     assert_eq!(back[0], back[1]);
     let (c, inner) = &back[0];
     assert_eq!(*c, 0);
@@ -765,5 +768,5 @@ fn a_reply_of_a_known_flow_is_sealed_from_the_park_like_a_routed_one() {
     f.pump();
     assert!(f.wan_out().is_empty());
     assert_eq!(f.worker.stats().get(Counter::TtlExpired), 1);
-    assert_eq!(fast_replies(&f), 2);
+    assert_eq!(fast_paths(&f).1, 2);
 }
