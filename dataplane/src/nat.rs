@@ -64,7 +64,7 @@ use std::sync::Arc;
 
 use crate::hugemem::HugeSlice;
 use crate::policy::{FlowKey, PolicySet, Verdict, VerdictTag};
-use crate::wire::{checksum, ip_proto};
+use crate::wire::{checksum, ip_proto, ipv4};
 
 /// Per-protocol idle timeouts, in ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -742,24 +742,12 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 /// RFC 1624 eqn. 3 with the changed words' terms summed beforehand: HC' = ~(~HC + sum).
 #[inline(always)]
 fn adjust(hc: u16, sum: u16) -> u16 {
-    // Two 16-bit values add up to at most 0x1fffe, so one end-around carry folds it (no loop).
-    let x = u32::from(!hc) + u32::from(sum);
-    !(((x & 0xffff) + (x >> 16)) as u16)
+    !checksum::fold(u32::from(!hc) + u32::from(sum))
 }
 
 /// RFC 1624's ~m + m' for a TTL decrement: the TTL is the high byte of IPv4 header word 4,
 /// so it is 0xfeff whatever the protocol byte beside it.
 const TTL_SUM: u16 = 0xfeff;
-
-/// Decrements the TTL of an IPv4 packet (at least a header long, TTL above 1) and adjusts
-/// its header checksum.
-#[inline(always)]
-fn decrement_ttl(pkt: &mut [u8]) {
-    let Some(ip) = pkt.first_chunk_mut::<20>() else { return };
-    ip[8] = ip[8].wrapping_sub(1);
-    let hc = get16(ip, 10);
-    put16(ip, 10, adjust(hc, TTL_SUM));
-}
 
 /// [`translate`] for a translated flow, else nothing; with `TTL` also the TTL decrement of
 /// a forwarded packet (TTL above 1, checked by the caller), folded into the same checksum
@@ -775,16 +763,14 @@ fn rewrite<const TTL: bool>(
     (ip_sum, l4_sum): (u16, u16),
 ) {
     if !translated {
-        if TTL {
-            decrement_ttl(pkt);
+        if TTL && pkt.len() >= ipv4::HEADER_LEN {
+            ipv4::Packet::new_unchecked(pkt).decrement_hop_limit();
         }
         return;
     }
-    let ip_sum = if TTL && pkt.len() >= usize::from(l4.off).max(20) {
+    let ip_sum = if TTL && pkt.len() >= usize::from(l4.off).max(ipv4::HEADER_LEN) {
         pkt[8] = pkt[8].wrapping_sub(1);
-        // Two 16-bit terms: one end-around carry folds them.
-        let x = u32::from(ip_sum) + u32::from(TTL_SUM);
-        ((x & 0xffff) + (x >> 16)) as u16
+        checksum::fold(u32::from(ip_sum) + u32::from(TTL_SUM))
     } else {
         ip_sum
     };
@@ -1125,26 +1111,49 @@ impl ConnTable {
     }
 
     /// The common case of [`ConnTable::admit_parsed`], without the policy: a packet of a
-    /// live flow whose cached verdict came from `set` is translated and its verdict returned.
-    /// `None`: anything else (new, expired, untracked, a verdict from an earlier set), which
-    /// wants [`ConnTable::admit_parsed`]; nothing has changed then.
+    /// live flow whose cached verdict came from `set`, routed out of `port`, is translated and
+    /// its verdict returned. `None`: anything else (new, expired, untracked, a verdict from an
+    /// earlier set), which wants [`ConnTable::admit_parsed`]; the packet is untouched then.
+    ///
+    /// A flow whose entry cached a hop on another port than `port` has moved: its cached
+    /// verdict (given for the old egress interface) and hop are forgotten here, so that
+    /// [`ConnTable::admit_parsed`] asks the policy again.
     #[inline(always)]
-    pub fn admit_known(&mut self, now: u64, p: &Parsed, pkt: &mut [u8], set: &PolicySet) -> Option<VerdictTag> {
-        let e = self.known(now, p, set)?;
+    pub fn admit_known(
+        &mut self,
+        now: u64,
+        p: &Parsed,
+        pkt: &mut [u8],
+        set: &PolicySet,
+        port: u16,
+    ) -> Option<VerdictTag> {
+        let e = self.flow_entry(p)?;
+        let ent = &mut self.entries[e as usize];
+        if ent.hop.gen != 0 && ent.hop.port != port {
+            ent.stamp = 0;
+            ent.hop = Hop::default();
+            return None;
+        }
+        if ent.stamp != set.stamp() || ent.expires <= now {
+            return None;
+        }
         self.forward::<false>(now, e, &p.l4, pkt);
-        let ent = &self.entries[e as usize];
-        ent.verdict()
+        self.entries[e as usize].verdict()
     }
 
-    /// The entry of a live flow whose cached verdict came from `set` (the check of
-    /// [`ConnTable::admit_known`], changing nothing).
+    /// The live entry of a parsed tunnel packet's flow, if it has one (changes nothing).
     #[inline(always)]
-    fn known(&self, now: u64, p: &Parsed, set: &PolicySet) -> Option<u32> {
+    pub fn flow_entry(&self, p: &Parsed) -> Option<u32> {
         if p.reply || !p.tracked {
             return None;
         }
-        let fwd = p.l4.fwd(p.tunnel);
-        let e = self.find_fwd(p, &fwd)?;
+        self.find_fwd(p, &p.l4.fwd(p.tunnel))
+    }
+
+    /// The entry of a live flow whose cached verdict came from `set` (changes nothing).
+    #[inline(always)]
+    fn known(&self, now: u64, p: &Parsed, set: &PolicySet) -> Option<u32> {
+        let e = self.flow_entry(p)?;
         let ent = &self.entries[e as usize];
         (ent.stamp == set.stamp() && ent.expires > now).then_some(e)
     }
@@ -1166,43 +1175,14 @@ impl ConnTable {
     pub fn forward_known(&mut self, now: u64, e: u32, p: &Parsed, pkt: &mut [u8]) -> VerdictTag {
         self.forward::<true>(now, e, &p.l4, pkt);
         bump(&self.counters.fast, 1);
-        let ent = &self.entries[e as usize];
         // `known` checked that the entry has a verdict.
-        VerdictTag::from_parts(ent.stamp, ent.slot).unwrap_or(VerdictTag::NONE)
+        self.entries[e as usize].verdict().unwrap_or(VerdictTag::NONE)
     }
 
-    /// The hop cached in the live entry of a parsed tunnel packet's flow, if it has an entry.
-    pub fn hop(&self, p: &Parsed) -> Option<Hop> {
-        if p.reply || !p.tracked {
-            return None;
-        }
-        let e = self.find_fwd(p, &p.l4.fwd(p.tunnel))?;
-        Some(self.entries[e as usize].hop)
-    }
-
-    /// Caches `hop` in the live entry of a parsed tunnel packet's flow (no entry: nothing).
-    pub fn set_hop(&mut self, p: &Parsed, hop: Hop) {
-        if p.reply || !p.tracked {
-            return;
-        }
-        if let Some(e) = self.find_fwd(p, &p.l4.fwd(p.tunnel)) {
-            set_if_changed(&mut self.entries[e as usize].hop, hop);
-        }
-    }
-
-    /// A parsed tunnel packet's flow is routed out of `port`: if its entry cached a hop on
-    /// another port, the cached verdict (given for the old egress interface) and hop are
-    /// forgotten, so the policy decides again.
-    pub fn rehome(&mut self, p: &Parsed, port: u16) {
-        if p.reply || !p.tracked {
-            return;
-        }
-        if let Some(e) = self.find_fwd(p, &p.l4.fwd(p.tunnel)) {
-            let ent = &mut self.entries[e as usize];
-            if ent.hop.gen != 0 && ent.hop.port != port {
-                ent.stamp = 0;
-                ent.hop = Hop::default();
-            }
+    /// Caches `hop` in live entry `e` ([`ConnTable::flow_entry`]).
+    pub fn set_hop(&mut self, e: u32, hop: Hop) {
+        if let Some(ent) = self.entries.get_mut(e as usize).filter(|x| x.live) {
+            set_if_changed(&mut ent.hop, hop);
         }
     }
 

@@ -767,7 +767,7 @@ impl PolicySet {
     }
 
     /// Adds `packets`, `bytes` and `hits` at once to the policy at counter position `slot`
-    /// ([`Verdict::counter_slot`] of a verdict of this set): a worker's tally of one poll, one
+    /// ([`VerdictTag::counter_slot`] of a verdict of this set): a worker's tally of one poll, one
     /// atomic add per counter instead of one per packet.
     pub(crate) fn add_at(&self, slot: usize, packets: u64, bytes: u64, hits: u64) {
         if let Some(c) = self.counters.get(slot) {

@@ -27,11 +27,13 @@ pub fn sum(data: &[u8]) -> u16 {
 }
 
 /// Folds a 32-bit accumulator to 16 bits with end-around carry.
-pub fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+#[inline(always)]
+pub fn fold(acc: u32) -> u16 {
+    // Two end-around carries always do: the first leaves at most 0xffff + 0xffff = 0x1fffe,
+    // the second at most 0xfffe + 1. No loop, so the per-packet checksum updates stay
+    // straight-line code.
+    let acc = (acc & 0xffff) + (acc >> 16);
+    ((acc & 0xffff) + (acc >> 16)) as u16
 }
 
 /// Adds 16-bit one's-complement sums.

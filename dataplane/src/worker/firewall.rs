@@ -37,7 +37,7 @@
 //! neighbour or second header check (`forward_parked`). A reply of a known flow goes from the
 //! park straight to its client's SA, which the entry names (`reply_parked`). Anything else
 //! takes the full way (`route_inner`), which caches the hop again; a flow the routes move to
-//! another port is judged by the policy again (`ConnTable::rehome`). Destinations inside the
+//! another port is judged by the policy again (`ConnTable::admit_known`). Destinations inside the
 //! client address pool are never cached (a client given such an address later is reached
 //! through its SA, which changes no route).
 //!
@@ -311,6 +311,13 @@ pub(super) struct Staged<B> {
 /// Packets between the index prefetch of a parked packet and its entry prefetch.
 const ENTRY_LAG: usize = 4;
 
+/// Whether a parked packet may be forwarded on the fast paths: parsing found a whole IPv4
+/// header, and its TTL is above 1 (the full way drops the others as expired).
+#[inline(always)]
+fn forwardable(pkt: &[u8]) -> bool {
+    pkt.len() >= 20 && pkt[8] > 1
+}
+
 #[cold]
 fn nat_drop(e: NatError) -> DropReason {
     match e {
@@ -332,11 +339,9 @@ impl<B: PacketBuf + Send> State<B> {
         let Some(fw) = self.fw.as_mut() else { return Ok(()) };
         // Most packets: a known flow admitted by the running set.
         if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
-            let now = fw.now_ns;
-            // Routed out of another port than its cached hop's: the policy decides again
-            // (the verdict was for the old egress interface).
-            fw.nat.rehome(p, out_port);
-            if let Some(v) = fw.nat.admit_known(now, p, pkt, pol) {
+            // Routed out of another port than its cached hop's, the flow goes to the policy
+            // again (the verdict was for the old egress interface): `admit_known` sees to it.
+            if let Some(v) = fw.nat.admit_known(fw.now_ns, p, pkt, pol, out_port) {
                 fw.tally.add(pol, v, pkt.len() as u32, false);
                 return Ok(());
             }
@@ -438,8 +443,7 @@ impl<B: PacketBuf + Send> State<B> {
                 let now = fw.now_ns;
                 if let Some((e, hop)) = fw.nat.known_hop(now, p, cx.pol, self.hop_gen) {
                     let pkt = buf.data_mut();
-                    // Parsing found a whole IPv4 header.
-                    if pkt.len() >= 20 && pkt[8] > 1 {
+                    if forwardable(pkt) {
                         let v = fw.nat.forward_known(now, e, p, pkt);
                         fw.tally.add(cx.pol, v, pkt.len() as u32, false);
                         let Some(src) = self.ports.get(usize::from(hop.port)).map(|i| i.mac) else {
@@ -476,10 +480,9 @@ impl<B: PacketBuf + Send> State<B> {
                 let now = fw.now_ns;
                 if let Some(e) = fw.nat.reply_known(now, p) {
                     let pkt = buf.data_mut();
-                    // Parsing found a whole IPv4 header.
                     // Without the client's SA (gone, or not yet there) the full way decides.
                     let sa = cx.tbl.get_vip(fw.nat.reply_client(e), cx.g);
-                    if let Some(sa) = sa.filter(|_| pkt.len() >= 20 && pkt[8] > 1) {
+                    if let Some(sa) = sa.filter(|_| forwardable(pkt)) {
                         let v = fw.nat.reply_forward(now, e, p, pkt);
                         fw.tally.add(cx.pol, v, pkt.len() as u32, false);
                         return self.seal(io, sa, buf);
@@ -506,12 +509,14 @@ impl<B: PacketBuf + Send> State<B> {
     ) {
         let Some(fw) = self.fw.as_mut() else { return };
         let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) else { return };
+        // Untracked protocols have no entry to cache the hop in.
+        let Some(e) = fw.nat.flow_entry(p) else { return };
         let Some(dst) = pkt.get(16..20).and_then(|d| <[u8; 4]>::try_from(d).ok()) else { return };
         if tbl.slot_of(Ipv4Addr::from(dst)).is_some() {
             return;
         }
         let Some(mac) = self.neigh.lookup(port, next_hop) else { return };
-        fw.nat.set_hop(p, Hop { gen: self.hop_gen, port, mac });
+        fw.nat.set_hop(e, Hop { gen: self.hop_gen, port, mac });
     }
 
     /// [`Self::fw_check`] for a parked tunnel packet going into tunnel `out_if`.
