@@ -74,7 +74,7 @@ use crate::policy::{FlowKey, GroupMask, IfIndex, PolicySet, VerdictTag};
 use crate::port::PacketIo;
 use crate::sa::table::OutboundTable;
 
-use super::{push_ethernet, Cx, State};
+use super::{Cx, State};
 
 /// A worker's firewall settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -446,13 +446,7 @@ impl<B: PacketBuf + Send> State<B> {
                     if forwardable(pkt) {
                         let v = fw.nat.forward_known(now, e, p, pkt);
                         fw.tally.add(cx.pol, v, pkt.len() as u32, false);
-                        let Some(src) = self.ports.get(usize::from(hop.port)).map(|i| i.mac) else {
-                            return self.drop_pkt(DropReason::NoRoute, buf);
-                        };
-                        if !push_ethernet(&mut buf, hop.mac, src) {
-                            return self.drop_pkt(DropReason::NoHeadroom, buf);
-                        }
-                        return self.send(io, hop.port, buf);
+                        return self.send_framed(io, hop.port, hop.mac, buf);
                     }
                 }
             }

@@ -972,11 +972,25 @@ impl<B: PacketBuf + Send> State<B> {
 
     /// Adds Ethernet towards `next_hop` on `port` and queues the frame; ARPs when unresolved.
     #[inline]
-    fn send_ip<P: PacketIo<Buf = B>>(&mut self, io: &mut P, port: u16, next_hop: Ipv4Addr, mut buf: B) {
+    fn send_ip<P: PacketIo<Buf = B>>(&mut self, io: &mut P, port: u16, next_hop: Ipv4Addr, buf: B) {
+        let Some(dst_mac) = self.neigh.lookup(port, next_hop) else {
+            // A port the worker does not have is no route, whether or not its neighbour is known.
+            if self.ports.get(usize::from(port)).is_none() {
+                return self.drop_pkt(DropReason::NoRoute, buf);
+            }
+            return self.unresolved(io, port, next_hop, buf);
+        };
+        self.send_framed(io, port, dst_mac, buf);
+    }
+
+    /// Puts an IPv4 packet in an Ethernet frame from `port`'s MAC to `dst_mac` and queues it on
+    /// `port` (`send_ip` once the neighbour is known, and the session fast path with the MAC its
+    /// connection entry caches).
+    #[inline(always)]
+    fn send_framed<P: PacketIo<Buf = B>>(&mut self, io: &mut P, port: u16, dst_mac: [u8; 6], mut buf: B) {
         let Some(src_mac) = self.ports.get(usize::from(port)).map(|p| p.mac) else {
             return self.drop_pkt(DropReason::NoRoute, buf);
         };
-        let Some(dst_mac) = self.neigh.lookup(port, next_hop) else { return self.unresolved(io, port, next_hop, buf) };
         if !push_ethernet(&mut buf, dst_mac, src_mac) {
             return self.drop_pkt(DropReason::NoHeadroom, buf);
         }
