@@ -267,6 +267,12 @@ fn full_table_refuses_new_flows_and_counts_them() {
     let later = Timeouts::default().udp + 10;
     assert_eq!(t.sweep(later, 4), 4, "at most the budget per call");
     assert!(t.outbound(later, 1, &mut p, Some(GW_LAN)).unwrap().new_flow);
+    // The sweep goes on where it stopped and wraps around the table.
+    assert_eq!(t.sweep(later, 3), 3);
+    assert_eq!(t.sweep(later, 3), 1, "the last expired one, then from the start: freed, or the new flow");
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.sweep(later, 100), 0);
+    assert_eq!(t.len(), 1, "the new flow is live");
 }
 
 #[test]
