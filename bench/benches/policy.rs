@@ -475,6 +475,13 @@ mod worker_path {
         Rig { sink: net.io(), net, worker, wan_mac, lan_mac, busy: Duration::ZERO }
     }
 
+    /// The firewall's cycle counts since the last call (park, run, sweep), restarting them.
+    #[cfg(feature = "stage-timing")]
+    fn cycles() -> [u64; 3] {
+        use dialgate_dataplane::worker::firewall::timing::{take, Section};
+        [take(Section::Park), take(Section::Run), take(Section::Sweep)]
+    }
+
     /// Both rigs allocate the first SPI of worker 0.
     fn client_spi_in() -> u32 {
         let (mut c, _) = Plane::build::<MemBuf>(&PlaneConfig::default());
@@ -589,6 +596,8 @@ mod worker_path {
             for dir in ["open", "seal"].into_iter().filter(|d| dirs.is_empty() || dirs.contains(d)) {
                 off.busy = Duration::ZERO;
                 on.busy = Duration::ZERO;
+                #[cfg(feature = "stage-timing")]
+                let _ = cycles();
                 let batches = passes * FLOWS / BATCH;
                 for b in 0..batches {
                     let flows: Vec<usize> = (0..BATCH).map(|_| flow()).collect();
@@ -633,6 +642,13 @@ mod worker_path {
                     on.drain(false);
                 }
                 let n = (batches * BATCH) as f64;
+                #[cfg(feature = "stage-timing")]
+                {
+                    let [park, run, sweep] = cycles().map(|c| c as f64 / n);
+                    println!(
+                        "cycles {dir} {size}: park {park:.1} run {run:.1} sweep {sweep:.1} per packet (policy on, TSC ticks)"
+                    );
+                }
                 rows.push(Row {
                     dir,
                     size,
