@@ -798,18 +798,19 @@ fn service<R: Entropy, V: UserVerifier, P: AddressPool>(
     dp.control.policy.reclaim();
 }
 
-/// Sends the responder's datagrams and handles its events.
+/// Handles the responder's events, then sends its datagrams: install commands go on the
+/// workers' rings before the response that lets the peer use the SA (see `super::drain`).
 fn drain<R: Entropy, V: UserVerifier, P: AddressPool>(
     responder: &mut Responder<R, V, P>,
     dp: &mut DataPlane,
     log: &mut EventLog,
 ) {
-    while let Some(t) = responder.poll_transmit() {
-        dp.send(t.path, &t.payload);
-    }
-    while let Some(ev) = responder.poll_event() {
-        log.handle(ev, dp);
-    }
+    super::drain(
+        responder,
+        &mut (dp, log),
+        |(dp, log), ev| log.handle(ev, *dp),
+        |(dp, _), t| dp.send(t.path, &t.payload),
+    );
 }
 
 /// Hands per-SA traffic and the drivers' counters to `diagnose`.

@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use dialgate_ike::crypto::{Encr, Integ};
+use dialgate_ike::crypto::{Encr, Entropy, Integ};
 use dialgate_ike::message::TrafficSelector;
 use dialgate_ike::proposal::EspSuite;
-use dialgate_ike::responder::{ChildSa, CloseReason, Event, Path};
+use dialgate_ike::responder::{AddressPool, ChildSa, CloseReason, Event, Path, Responder, Transmit, UserVerifier};
 
 use crate::diagnose::{Diag, EventSource};
 use crate::supervise::Step;
@@ -40,6 +40,25 @@ pub trait SaSink {
     fn established(&mut self, _ike_spi: u64, _user: Option<&str>) {}
     /// The IKE SA `old` was rekeyed into `new`: its CHILD_SAs now belong to `new`.
     fn rekey_ike_sa(&mut self, _old: u64, _new: u64) {}
+}
+
+/// Takes what the responder produced: its events first (to `on_event`: logs, and the SA
+/// sink's installs and removals), then its datagrams (to `send`). In that order so that a
+/// CHILD_SA is in the data plane before the response that lets the peer use it leaves: a peer
+/// may send on a new SA as soon as it has the response (strongSwan does, right after a rekey),
+/// and a data plane that has not installed it yet drops that packet (`unknown_spi`).
+pub fn drain<R: Entropy, V: UserVerifier, P: AddressPool, C>(
+    responder: &mut Responder<R, V, P>,
+    cx: &mut C,
+    mut on_event: impl FnMut(&mut C, Event),
+    mut send: impl FnMut(&mut C, Transmit),
+) {
+    while let Some(ev) = responder.poll_event() {
+        on_event(cx, ev);
+    }
+    while let Some(t) = responder.poll_transmit() {
+        send(cx, t);
+    }
 }
 
 /// The next IKE SA the control plane wants deleted (posture loss), or never when there is no

@@ -114,7 +114,11 @@ async fn flush<R: Entropy, V: UserVerifier, P: AddressPool>(
     sink: &mut dyn SaSink,
     counters: &mut Counters,
 ) {
-    while let Some(t) = responder.poll_transmit() {
+    // Installs first, then the datagrams (see `super::drain`); sending awaits, so they are
+    // collected and sent after.
+    let mut out = Vec::new();
+    super::drain(responder, &mut out, |_, ev| log.handle(ev, sink), |out, t| out.push(t));
+    for t in out {
         let r = if t.path.local.port() == natt_port {
             let mut d = Vec::with_capacity(t.payload.len() + 4);
             d.extend_from_slice(&NON_ESP_MARKER);
@@ -127,9 +131,6 @@ async fn flush<R: Entropy, V: UserVerifier, P: AddressPool>(
             Ok(_) => counters.ike_tx += 1,
             Err(_) => counters.send_errors += 1,
         }
-    }
-    while let Some(ev) = responder.poll_event() {
-        log.handle(ev, sink);
     }
 }
 
@@ -259,6 +260,22 @@ mod tests {
             length: 0,
         };
         Message { header, payloads }.encode()
+    }
+
+    /// `drain` hands over every event (the SA sink's installs among them) before any datagram,
+    /// so a CHILD_SA is in the data plane before the response that lets the peer use it leaves.
+    #[test]
+    fn events_are_handled_before_datagrams_are_sent() {
+        let cfg = crate::config::load_str(include_str!("../../../examples/dialgate.conf"), "x").unwrap();
+        let gw = Gateway::from_config(&cfg, None).unwrap();
+        let init = sa_init(&gw, 0x1234_5678_9abc_def0);
+        let mut r = Responder::new(gw.ike, SystemEntropy::default(), gw.verifier, gw.pool, Instant::now(), 0);
+        let path = Path { remote: "127.0.0.1:500".parse().unwrap(), local: "127.0.0.1:500".parse().unwrap() };
+        r.handle_datagram(Instant::now(), path, &init);
+        let mut order = Vec::new();
+        crate::driver::drain(&mut r, &mut order, |o, _| o.push('e'), |o, _| o.push('t'));
+        assert!(order.contains(&'e') && order.contains(&'t'), "an SA_INIT gives both: {order:?}");
+        assert!(!order.windows(2).any(|w| w == ['t', 'e']), "an event after a datagram: {order:?}");
     }
 
     /// Loopback: IKE_SA_INIT with the non-ESP marker on the NAT-T port is answered from that
