@@ -105,7 +105,7 @@ impl Sockets {
     }
 }
 
-/// Drains the responder's transmits and events.
+/// Drains the responder: its events, then its datagrams (see `super::drain`).
 async fn flush<R: Entropy, V: UserVerifier, P: AddressPool>(
     responder: &mut Responder<R, V, P>,
     sockets: &Sockets,
