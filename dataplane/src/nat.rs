@@ -1565,11 +1565,12 @@ impl ConnTable {
         if n == 0 {
             return 0;
         }
+        // A compare, not `% n`: a division per entry was most of the sweep's cost.
+        let next = |e: usize| if e + 1 == n { 0 } else { e + 1 };
         let mut removed = 0;
         for _ in 0..budget.min(n) {
             let e = self.cursor;
-            // A compare, not `% n`: a division per entry was most of the sweep's cost.
-            self.cursor = if e + 1 == n { 0 } else { e + 1 };
+            self.cursor = next(e);
             let ent = &self.entries[e];
             if ent.live && ent.expires <= now {
                 self.remove(e as u32);
@@ -1581,7 +1582,7 @@ impl ConnTable {
         let mut e = self.cursor;
         for _ in 0..budget.min(n) {
             prefetch(&self.entries[e]);
-            e = if e + 1 == n { 0 } else { e + 1 };
+            e = next(e);
         }
         bump(&self.counters.expired, removed as u64);
         removed
