@@ -113,6 +113,9 @@ pub(super) struct Firewall {
     flows: [Parked; crate::port::BURST],
     /// Parked packets (a prefix of the park) whose entry prefetch has been issued.
     entries_loading: usize,
+    /// One past the last tunnel packet in the park (0: none): the entry prefetches of the
+    /// park's run stop there, so a run of LAN packets only does not look at each of them.
+    tunnels_end: usize,
     /// The poll's time in nanoseconds (read once per poll: the clock only ticks every
     /// 100 ms anyway).
     now_ns: u64,
@@ -269,6 +272,7 @@ impl Firewall {
             tally: Tally::default(),
             flows: [Parked::default(); crate::port::BURST],
             entries_loading: 0,
+            tunnels_end: 0,
             now_ns: 0,
         }
     }
@@ -657,9 +661,12 @@ impl<B: PacketBuf + Send> State<B> {
         // overlaps with the rest of the burst's work instead of waiting for the stage. A LAN
         // packet is parked in a few nanoseconds: there the slot would not be in yet and
         // reading it would stall, so its entry waits for the stage.
-        if matches!(origin, Origin::Tunnel { .. }) && at >= ENTRY_LAG && fw.entries_loading == at - ENTRY_LAG {
-            fw.prefetch_entry(at - ENTRY_LAG);
-            fw.entries_loading += 1;
+        if matches!(origin, Origin::Tunnel { .. }) {
+            fw.tunnels_end = at + 1;
+            if at >= ENTRY_LAG && fw.entries_loading == at - ENTRY_LAG {
+                fw.prefetch_entry(at - ENTRY_LAG);
+                fw.entries_loading += 1;
+            }
         }
         // Not full: it was emptied above if it was.
         let _ = self.staged.try_push(Some(Staged { buf, origin }));
@@ -678,18 +685,24 @@ impl<B: PacketBuf + Send> State<B> {
     #[inline(always)]
     fn run_parked<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>) {
         let n = self.staged.len();
+        let tunnels_end = self.fw.as_ref().map_or(0, |fw| fw.tunnels_end.min(n));
         // Entries not on their way yet (the last few tunnel packets parked) are prefetched
         // halfway between their index slot's prefetch and their turn: packet j's at turn j / 2.
         // Their slots were prefetched when they were parked, just before this stage, so the
         // slot read needs the first half of the wait and the entry the second; a fixed lead of
         // a few turns was too short for the entry (a turn takes ≈ 25 ns, DRAM ≈ 130 ns) and
         // cost 5 cycles per packet at 100 000 flows. Reading all the slots at once here
-        // stalls on the last ones instead. One packet is moved out at a time (no copy of the
-        // whole park), in arrival order.
+        // stalls on the last ones instead. Past the last tunnel packet there is nothing to
+        // prefetch (a reply's entry is loading since it was parked): a park of replies skips
+        // the turn's look at two parked flows, which was a tenth of a reply's firewall
+        // instructions (64-byte seal ratio 0.893 → 0.899). One packet is moved out at a time
+        // (no copy of the whole park), in arrival order.
         for i in 0..n {
-            if let Some(fw) = self.fw.as_mut() {
-                for ahead in entries_at_turn(i, fw.entries_loading, n) {
-                    fw.prefetch_entry(ahead);
+            if 2 * i < tunnels_end {
+                if let Some(fw) = self.fw.as_mut() {
+                    for ahead in entries_at_turn(i, fw.entries_loading, tunnels_end) {
+                        fw.prefetch_entry(ahead);
+                    }
                 }
             }
             let Some(s) = self.staged.get_mut(i).and_then(Option::take) else { continue };
@@ -702,6 +715,7 @@ impl<B: PacketBuf + Send> State<B> {
         self.staged.clear();
         if let Some(fw) = self.fw.as_mut() {
             fw.entries_loading = 0;
+            fw.tunnels_end = 0;
         }
     }
 
