@@ -20,8 +20,8 @@
 //!   A translated flow's checksum updates are sums computed when its entry is made.
 //! - The worker's session fast path: [`ConnTable::known_hop`] + [`ConnTable::forward_known`]
 //!   for a known flow whose entry caches its next hop ([`Hop`], [`ConnTable::set_hop`]);
-//!   [`ConnTable::reply_known`] + [`ConnTable::reply_forward`] for a known flow's reply. Both
-//!   check without changing anything first, so a miss takes the full way uncounted.
+//!   [`ConnTable::reply_fast`] for a known flow's reply. Both check without changing anything
+//!   first, so a miss takes the full way uncounted.
 //!
 //! Where an entry lives: at its reply tuple's home (`ConnTable::reply_home`: the reply hash
 //! mapped onto the entries), when that entry is free — a NAT'd flow tries up to 64 ports for
@@ -781,6 +781,28 @@ fn rewrite<const TTL: bool>(
     translate(pkt, l4, outbound, addr, port, (ip_sum, l4_sum));
 }
 
+/// A reply of `ent`'s flow: TCP state, expiry (by `timeouts`), and the rewrite back to the
+/// client ([`rewrite`]); the verdict that admitted the flow.
+#[inline(always)]
+fn translate_back<const TTL: bool>(
+    ent: &mut Entry,
+    timeouts: &Timeouts,
+    now: u64,
+    l4: &L4,
+    pkt: &mut [u8],
+) -> Option<VerdictTag> {
+    let state = match ent.fwd.proto {
+        ip_proto::TCP => ConnTable::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags),
+        _ => ESTABLISHED,
+    };
+    set_if_changed(&mut ent.state, state);
+    set_if_changed(&mut ent.expires, now.saturating_add(timeouts.of(ent.fwd.proto, state)));
+    let sums = ent.sums;
+    // For ICMP, `translate` puts the port into the echo id.
+    rewrite::<TTL>(pkt, l4, false, ent.fwd.src, ent.fwd.sport, sums.translated, (sums.rev_ip, sums.rev_l4));
+    ent.verdict()
+}
+
 /// Rewrites a packet of an entry's flow: the source address and port (ICMP: echo id) on the
 /// way out, the destination on the way back, adjusting the checksums by the entry's
 /// precomputed sums ([`Sums`]). `parse_any` has checked that the headers are there.
@@ -1498,35 +1520,42 @@ impl ConnTable {
         (self.entries[e as usize].expires > now).then_some(e)
     }
 
-    /// The client a reply of known flow `e` ([`ConnTable::reply_known`]) goes back to.
+    /// The session fast path for a parsed reply: finds its live flow's entry, asks `way_back`
+    /// for the way to the client the entry names (the worker: the client's SA), and only with
+    /// one translates the packet back, decrements its TTL (which the caller checked is above
+    /// 1: the packet is forwarded) and refreshes the entry. `None` changes and counts nothing,
+    /// so the packet can take the full way ([`ConnTable::reply_verdict`]). Returns the way and
+    /// the verdict to count the reply under.
+    ///
+    /// One call rather than a lookup, a question and a translation: the entry is reached
+    /// (and bounds-checked) once.
     #[inline(always)]
-    pub fn reply_client(&self, e: u32) -> Ipv4Addr {
-        Ipv4Addr::from(self.entries[e as usize].fwd.src)
-    }
-
-    /// Translates a reply of known flow `e` ([`ConnTable::reply_known`]) back, decrements its
-    /// TTL (which the caller checked is above 1: the packet is forwarded) and refreshes the
-    /// entry; the verdict to count it under.
-    #[inline(always)]
-    pub fn reply_forward(&mut self, now: u64, e: u32, p: &Parsed, pkt: &mut [u8]) -> VerdictTag {
-        self.reply_translate::<true>(now, e, &p.l4, pkt);
+    pub fn reply_fast<W>(
+        &mut self,
+        now: u64,
+        p: &Parsed,
+        pkt: &mut [u8],
+        way_back: impl FnOnce(Ipv4Addr) -> Option<W>,
+    ) -> Option<(W, VerdictTag)> {
+        if !p.reply {
+            return None;
+        }
+        let e = self.find_rev(p, &Self::rev_of(&p.l4))?;
+        let ent = self.entries.get_mut(e as usize)?;
+        if ent.expires <= now {
+            return None;
+        }
+        let way = way_back(Ipv4Addr::from(ent.fwd.src))?;
+        let v = translate_back::<true>(ent, &self.cfg.timeouts, now, &p.l4, pkt);
+        bump(&self.counters.replies, 1);
         bump(&self.counters.fast_replies, 1);
-        self.entries[e as usize].verdict().unwrap_or(VerdictTag::NONE)
+        Some((way, v.unwrap_or(VerdictTag::NONE)))
     }
 
     /// The common tail of a reply with entry `e`: TCP state, expiry, rewrite.
     #[inline(always)]
     fn reply_translate<const TTL: bool>(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) {
-        let ent = &mut self.entries[e as usize];
-        let state = match ent.fwd.proto {
-            ip_proto::TCP => Self::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags),
-            _ => ESTABLISHED,
-        };
-        set_if_changed(&mut ent.state, state);
-        let (client, cport, proto, state, sums) = (ent.fwd.src, ent.fwd.sport, ent.fwd.proto, ent.state, ent.sums);
-        set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
-        // For ICMP, `translate` puts the port into the echo id.
-        rewrite::<TTL>(pkt, l4, false, client, cport, sums.translated, (sums.rev_ip, sums.rev_l4));
+        translate_back::<TTL>(&mut self.entries[e as usize], &self.cfg.timeouts, now, l4, pkt);
         bump(&self.counters.replies, 1);
     }
 

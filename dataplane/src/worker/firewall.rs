@@ -530,16 +530,16 @@ impl<B: PacketBuf + Send> State<B> {
     ) {
         if let Some(fw) = self.fw.as_mut() {
             if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
-                let now = fw.now_ns;
-                if let Some(e) = fw.nat.reply_known(now, p) {
-                    let pkt = buf.data_mut();
-                    // Without the client's SA (gone, or not yet there) the full way decides.
-                    let sa = cx.tbl.get_vip(fw.nat.reply_client(e), cx.g);
-                    if let Some(sa) = sa.filter(|_| forwardable(pkt)) {
-                        let v = fw.nat.reply_forward(now, e, p, pkt);
-                        fw.tally.add(cx.pol, v, pkt.len() as u32, false);
-                        return self.seal(io, sa, buf);
-                    }
+                let pkt = buf.data_mut();
+                // Without the client's SA (gone, or not yet there) the full way decides.
+                let fast = if forwardable(pkt) {
+                    fw.nat.reply_fast(fw.now_ns, p, pkt, |client| cx.tbl.get_vip(client, cx.g))
+                } else {
+                    None
+                };
+                if let Some((sa, v)) = fast {
+                    fw.tally.add(cx.pol, v, pkt.len() as u32, false);
+                    return self.seal(io, sa, buf);
                 }
             }
         }
