@@ -529,6 +529,12 @@ impl Fwd {
 }
 
 impl Rev {
+    /// The reply tuple of a packet from the LAN parsed for a reply (`parse_into::<true>`).
+    #[inline(always)]
+    fn of_reply(l4: &L4) -> Rev {
+        Rev { src: l4.src, dst: l4.dst, sport: l4.sport, dport: l4.dport, proto: l4.proto }
+    }
+
     #[inline(always)]
     fn hash(&self, seed: u64) -> u32 {
         let a = (u64::from(self.src) << 32) | u64::from(self.dst);
@@ -668,7 +674,7 @@ pub fn flow_key(pkt: &[u8], base: &FlowKey) -> Result<FlowKey, NatError> {
 /// Parses any IPv4 packet that is not a fragment; ports stay 0 for protocols without them.
 fn parse_any(pkt: &[u8]) -> Result<L4, NatError> {
     let mut l4 = L4::default();
-    parse_into(pkt, &mut l4)?;
+    parse_into::<false>(pkt, &mut l4)?;
     Ok(l4)
 }
 
@@ -679,8 +685,13 @@ fn parse_any(pkt: &[u8]) -> Result<L4, NatError> {
 /// worker keeps them: building the struct on the stack and copying it over read back, with
 /// wide loads, what narrow stores had just written, and the failed store forwarding cost
 /// more than the parse.
+///
+/// With `REPLY`, for a packet from the LAN that may be a reply ([`ConnTable::parse_reply`]):
+/// TCP, UDP and ICMP echo replies only (anything else is `Unsupported`), and the ports are
+/// the reply tuple's (ICMP: the echo id is the destination "port", the source 0), so the
+/// tuple is the parsed fields as they are ([`Rev::of_reply`]).
 #[inline(always)]
-fn parse_into(pkt: &[u8], r: &mut L4) -> Result<(), NatError> {
+fn parse_into<const REPLY: bool>(pkt: &[u8], r: &mut L4) -> Result<(), NatError> {
     let Some(h) = pkt.first_chunk::<20>() else { return Err(NatError::Malformed) };
     let off = usize::from(h[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
@@ -704,8 +715,15 @@ fn parse_into(pkt: &[u8], r: &mut L4) -> Result<(), NatError> {
         }
         ip_proto::ICMP => {
             let Some(i) = l4.first_chunk::<8>() else { return Err(NatError::Malformed) };
-            (get16(i, 4), 0, i[0], 0)
+            if !REPLY {
+                (get16(i, 4), 0, i[0], 0)
+            } else if i[0] == ICMP_ECHO_REPLY {
+                (0, get16(i, 4), i[0], 0)
+            } else {
+                return Err(NatError::Unsupported);
+            }
         }
+        _ if REPLY => return Err(NatError::Unsupported),
         _ => (0, 0, 0, 0),
     };
     r.proto = proto;
@@ -746,7 +764,15 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 /// RFC 1624 eqn. 3 with the changed words' terms summed beforehand: HC' = ~(~HC + sum).
 #[inline(always)]
 fn adjust(hc: u16, sum: u16) -> u16 {
-    !checksum::fold(u32::from(!hc) + u32::from(sum))
+    !add16(!hc, sum)
+}
+
+/// One's-complement sum of two 16-bit values: one end-around carry is enough (at most
+/// 0xfffe + 1), where [`checksum::fold`] of a longer sum needs two.
+#[inline(always)]
+fn add16(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
 }
 
 /// RFC 1624's ~m + m' for a TTL decrement: the TTL is the high byte of IPv4 header word 4,
@@ -774,7 +800,7 @@ fn rewrite<const TTL: bool>(
     }
     let ip_sum = if TTL && pkt.len() >= usize::from(l4.off).max(ipv4::HEADER_LEN) {
         pkt[8] = pkt[8].wrapping_sub(1);
-        checksum::fold(u32::from(ip_sum) + u32::from(TTL_SUM))
+        add16(ip_sum, TTL_SUM)
     } else {
         ip_sum
     };
@@ -939,8 +965,9 @@ impl ConnTable {
     /// The same as [`ConnTable::prefetch_outbound`] for [`ConnTable::reply`].
     #[inline]
     pub fn prefetch_reply(&self, pkt: &[u8], stage: Prefetch) {
-        if let Ok(l4) = parse(pkt) {
-            let _ = self.prefetch_hash(&self.rev, Self::rev_of(&l4).hash(self.cfg.seed), stage);
+        let mut l4 = L4::default();
+        if parse_into::<true>(pkt, &mut l4).is_ok() {
+            let _ = self.prefetch_hash(&self.rev, Rev::of_reply(&l4).hash(self.cfg.seed), stage);
         }
     }
 
@@ -1045,7 +1072,7 @@ impl ConnTable {
     /// and copying it over stalled store forwarding).
     #[inline(always)]
     pub fn parse_outbound_into(&self, tunnel: u32, pkt: &[u8], p: &mut Parsed) -> Result<(), NatError> {
-        if let Err(e) = parse_into(pkt, &mut p.l4) {
+        if let Err(e) = parse_into::<false>(pkt, &mut p.l4) {
             return self.refuse(e);
         }
         p.tracked = p.l4.trackable();
@@ -1450,29 +1477,16 @@ impl ConnTable {
     /// [`ConnTable::parse_reply`] into `p` (left unspecified on error).
     #[inline(always)]
     pub fn parse_reply_into(&self, pkt: &[u8], p: &mut Parsed) -> Result<(), NatError> {
-        if let Err(e) = parse_into(pkt, &mut p.l4) {
+        if let Err(e) = parse_into::<true>(pkt, &mut p.l4) {
             return self.refuse(e);
         }
-        let l4 = &p.l4;
-        match l4.proto {
-            ip_proto::TCP | ip_proto::UDP => {}
-            ip_proto::ICMP if l4.icmp_type == ICMP_ECHO_REPLY => {}
-            _ => return self.refuse(NatError::Unsupported),
-        }
-        p.hash = Self::rev_of(l4).hash(self.cfg.seed);
+        p.hash = Rev::of_reply(&p.l4).hash(self.cfg.seed);
         p.tracked = true;
         p.tunnel = 0;
         p.reply = true;
         // Where the flow's entry lives unless it had to go elsewhere (`pick_port`).
         p.cand = self.reply_home(p.hash) + 1;
         Ok(())
-    }
-
-    /// The reply tuple of a packet from the LAN (ICMP: the echo id is the destination "port").
-    #[inline]
-    fn rev_of(l4: &L4) -> Rev {
-        let (sport, dport) = if l4.proto == ip_proto::ICMP { (0, l4.sport) } else { (l4.sport, l4.dport) };
-        Rev { src: l4.src, dst: l4.dst, sport, dport, proto: l4.proto }
     }
 
     /// [`ConnTable::reply`] for a packet parsed by [`ConnTable::parse_reply`].
@@ -1495,7 +1509,7 @@ impl ConnTable {
     /// Finds, refreshes and translates back the entry of a parsed reply; its index.
     #[inline(always)]
     fn reply_entry(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<u32, NatError> {
-        let rev = Self::rev_of(&p.l4);
+        let rev = Rev::of_reply(&p.l4);
         let e = match self.find_rev(p, &rev) {
             Some(e) if self.entries[e as usize].expires > now => e,
             Some(e) => {
@@ -1516,7 +1530,7 @@ impl ConnTable {
         if !p.reply {
             return None;
         }
-        let e = self.find_rev(p, &Self::rev_of(&p.l4))?;
+        let e = self.find_rev(p, &Rev::of_reply(&p.l4))?;
         (self.entries[e as usize].expires > now).then_some(e)
     }
 
@@ -1540,7 +1554,7 @@ impl ConnTable {
         if !p.reply {
             return None;
         }
-        let e = self.find_rev(p, &Self::rev_of(&p.l4))?;
+        let e = self.find_rev(p, &Rev::of_reply(&p.l4))?;
         let ent = self.entries.get_mut(e as usize)?;
         if ent.expires <= now {
             return None;

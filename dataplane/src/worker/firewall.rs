@@ -518,7 +518,7 @@ impl<B: PacketBuf + Send> State<B> {
     /// `route_inner` (header checks parsing did, route and policy steps a reply does not
     /// need). Anything else (no entry, no SA for the client, TTL running out) takes the full
     /// way.
-    #[inline]
+    #[inline(always)]
     pub(super) fn reply_parked<P: PacketIo<Buf = B>>(
         &mut self,
         io: &mut P,
@@ -695,27 +695,35 @@ impl<B: PacketBuf + Send> State<B> {
         // stalls on the last ones instead. Past the last tunnel packet there is nothing to
         // prefetch (a reply's entry is loading since it was parked): a park of replies skips
         // the turn's look at two parked flows, which was a tenth of a reply's firewall
-        // instructions (64-byte seal ratio 0.893 → 0.899). One packet is moved out at a time
-        // (no copy of the whole park), in arrival order.
-        for i in 0..n {
-            if 2 * i < tunnels_end {
-                if let Some(fw) = self.fw.as_mut() {
-                    for ahead in entries_at_turn(i, fw.entries_loading, tunnels_end) {
-                        fw.prefetch_entry(ahead);
-                    }
+        // instructions (64-byte seal ratio 0.893 → 0.899). In arrival order.
+        // Turns that prefetch (packet j's entry at turn j / 2), then the rest.
+        let prefetching = tunnels_end.div_ceil(2);
+        for i in 0..prefetching {
+            if let Some(fw) = self.fw.as_mut() {
+                for ahead in entries_at_turn(i, fw.entries_loading, tunnels_end) {
+                    fw.prefetch_entry(ahead);
                 }
             }
-            let Some(s) = self.staged.get_mut(i).and_then(Option::take) else { continue };
-            match s.origin {
-                Origin::Tunnel { parked } => self.forward_parked(io, cx, s.buf, parked),
-                // `reply` carries "addressed to the gateway" while parked.
-                Origin::Lan { port, reply } => self.reply_parked(io, cx, port, s.buf, reply, i as u8),
-            }
+            self.run_turn(io, cx, i);
+        }
+        for i in prefetching..n {
+            self.run_turn(io, cx, i);
         }
         self.staged.clear();
         if let Some(fw) = self.fw.as_mut() {
             fw.entries_loading = 0;
             fw.tunnels_end = 0;
+        }
+    }
+
+    /// Packet `i` of the park goes on (moved out: no copy of the whole park).
+    #[inline(always)]
+    fn run_turn<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, i: usize) {
+        let Some(s) = self.staged.get_mut(i).and_then(Option::take) else { return };
+        match s.origin {
+            Origin::Tunnel { parked } => self.forward_parked(io, cx, s.buf, parked),
+            // `reply` carries "addressed to the gateway" while parked.
+            Origin::Lan { port, reply } => self.reply_parked(io, cx, port, s.buf, reply, i as u8),
         }
     }
 
