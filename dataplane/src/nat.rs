@@ -496,6 +496,30 @@ impl Entry {
         VerdictTag::from_parts(self.stamp, self.slot)
     }
 
+    /// Whether this is the entry of tunnel packet `p`'s flow ([`Fwd`] equality, field by field).
+    #[inline(always)]
+    fn carries(&self, p: &Parsed) -> bool {
+        let (f, l4) = (&self.fwd, &p.l4);
+        f.src == l4.src
+            && f.dst == l4.dst
+            && f.sport == l4.sport
+            && f.dport == l4.dport
+            && f.proto == l4.proto
+            && f.tunnel == p.tunnel
+    }
+
+    /// Whether reply `p` (parsed by [`ConnTable::parse_reply`]) answers this entry's flow
+    /// ([`Rev`] equality with [`Entry::rev`], field by field).
+    #[inline(always)]
+    fn answered_by(&self, p: &Parsed) -> bool {
+        let l4 = &p.l4;
+        self.fwd.dst == l4.src
+            && self.nat_addr == l4.dst
+            && self.fwd.dport == l4.sport
+            && self.nat_port == l4.dport
+            && self.fwd.proto == l4.proto
+    }
+
     fn rev(&self) -> Rev {
         Rev {
             src: self.fwd.dst,
@@ -1109,29 +1133,31 @@ impl ConnTable {
         p.cand = self.prefetch_hash(&self.fwd, p.hash, Prefetch::Entry).map_or(0, |e| e + 1);
     }
 
-    /// The live entry of forward flow `fwd`: the prefetched candidate if it is that flow's
-    /// (a flow has one live entry, so a matching key is proof), else through the index.
+    /// The live entry of a parsed tunnel packet's flow: the prefetched candidate if it is that
+    /// flow's (a flow has one live entry, so a matching key is proof), else through the index.
+    /// The key is compared with the parsed fields where they lie: a copy of it to compare
+    /// with went through the stack, five stores and loads per packet.
     #[inline(always)]
-    fn find_fwd(&self, p: &Parsed, fwd: &Fwd) -> Option<u32> {
+    fn find_fwd(&self, p: &Parsed) -> Option<u32> {
         if let Some(e) = p.cand.checked_sub(1) {
-            if self.entries.get(e as usize).is_some_and(|x| x.live && x.fwd == *fwd) {
+            if self.entries.get(e as usize).is_some_and(|x| x.live && x.carries(p)) {
                 return Some(e);
             }
         }
         let entries = &self.entries;
-        self.fwd.find(p.hash, |e| entries[e as usize].fwd == *fwd).map(|(_, e)| e)
+        self.fwd.find(p.hash, |e| entries[e as usize].carries(p)).map(|(_, e)| e)
     }
 
-    /// [`ConnTable::find_fwd`] for a reply tuple (reply tuples are unique in the table too).
+    /// [`ConnTable::find_fwd`] for a parsed reply (reply tuples are unique in the table too).
     #[inline(always)]
-    fn find_rev(&self, p: &Parsed, rev: &Rev) -> Option<u32> {
+    fn find_rev(&self, p: &Parsed) -> Option<u32> {
         if let Some(e) = p.cand.checked_sub(1) {
-            if self.entries.get(e as usize).is_some_and(|x| x.live && x.rev() == *rev) {
+            if self.entries.get(e as usize).is_some_and(|x| x.live && x.answered_by(p)) {
                 return Some(e);
             }
         }
         let entries = &self.entries;
-        self.rev.find(p.hash, |e| entries[e as usize].rev() == *rev).map(|(_, e)| e)
+        self.rev.find(p.hash, |e| entries[e as usize].answered_by(p)).map(|(_, e)| e)
     }
 
     /// Firewall and NAT in one pass for a packet a client sent through a tunnel, parsed by
@@ -1200,7 +1226,7 @@ impl ConnTable {
         if p.reply || !p.tracked {
             return None;
         }
-        self.find_fwd(p, &p.l4.fwd(p.tunnel))
+        self.find_fwd(p)
     }
 
     /// The entry of a live flow whose cached verdict came from `set` (changes nothing).
@@ -1258,7 +1284,7 @@ impl ConnTable {
         }
         let fwd = l4.fwd(p.tunnel);
         let h = p.hash;
-        let found = self.find_fwd(p, &fwd);
+        let found = self.find_fwd(p);
         let mut new_flow = false;
         let (e, verdict) = match found {
             Some(e) if self.entries[e as usize].expires > now => {
@@ -1509,8 +1535,7 @@ impl ConnTable {
     /// Finds, refreshes and translates back the entry of a parsed reply; its index.
     #[inline(always)]
     fn reply_entry(&mut self, now: u64, p: &Parsed, pkt: &mut [u8]) -> Result<u32, NatError> {
-        let rev = Rev::of_reply(&p.l4);
-        let e = match self.find_rev(p, &rev) {
+        let e = match self.find_rev(p) {
             Some(e) if self.entries[e as usize].expires > now => e,
             Some(e) => {
                 self.remove(e);
@@ -1530,7 +1555,7 @@ impl ConnTable {
         if !p.reply {
             return None;
         }
-        let e = self.find_rev(p, &Rev::of_reply(&p.l4))?;
+        let e = self.find_rev(p)?;
         (self.entries[e as usize].expires > now).then_some(e)
     }
 
@@ -1554,7 +1579,7 @@ impl ConnTable {
         if !p.reply {
             return None;
         }
-        let e = self.find_rev(p, &Rev::of_reply(&p.l4))?;
+        let e = self.find_rev(p)?;
         let ent = self.entries.get_mut(e as usize)?;
         if ent.expires <= now {
             return None;
