@@ -841,12 +841,17 @@ fn translate_back<const TTL: bool>(
     l4: &L4,
     pkt: &mut [u8],
 ) -> Option<VerdictTag> {
-    let state = match ent.fwd.proto {
-        ip_proto::TCP => ConnTable::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags),
-        _ => ESTABLISHED,
+    // One dispatch on the protocol for both the state and its timeout.
+    let (state, timeout) = match ent.fwd.proto {
+        ip_proto::TCP => {
+            let state = ConnTable::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags);
+            (state, if state == ESTABLISHED { timeouts.tcp_established } else { timeouts.tcp_transitory })
+        }
+        ip_proto::UDP => (ESTABLISHED, timeouts.udp),
+        _ => (ESTABLISHED, timeouts.icmp),
     };
     set_if_changed(&mut ent.state, state);
-    set_if_changed(&mut ent.expires, now.saturating_add(timeouts.of(ent.fwd.proto, state)));
+    set_if_changed(&mut ent.expires, now.saturating_add(timeout));
     let sums = ent.sums;
     // For ICMP, `translate` puts the port into the echo id.
     rewrite::<TTL>(pkt, l4, false, ent.fwd.src, ent.fwd.sport, sums.translated, (sums.rev_ip, sums.rev_l4));
@@ -1586,8 +1591,9 @@ impl ConnTable {
         }
         let way = way_back(Ipv4Addr::from(ent.fwd.src))?;
         let v = translate_back::<true>(ent, &self.cfg.timeouts, now, &p.l4, pkt);
-        bump(&self.counters.replies, 1);
-        bump(&self.counters.fast_replies, 1);
+        let c = &*self.counters;
+        bump(&c.replies, 1);
+        bump(&c.fast_replies, 1);
         Some((way, v.unwrap_or(VerdictTag::NONE)))
     }
 
