@@ -345,11 +345,17 @@ const HOME_TRIES: u32 = 64;
 
 #[inline(always)]
 fn prefetch<T>(p: &T) {
+    prefetch_at(p as *const T);
+}
+
+/// [`prefetch`] of an address that need not be valid.
+#[inline(always)]
+fn prefetch_at<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults or changes memory, and `p` is a valid
-    // reference anyway. SSE (which provides it) is part of the x86_64 baseline.
+    // SAFETY: a prefetch is a hint; it never faults or changes memory, whatever the address.
+    // SSE (which provides it) is part of the x86_64 baseline.
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>((p as *const T).cast());
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
@@ -1118,8 +1124,10 @@ impl ConnTable {
     pub fn prefetch(&self, p: &Parsed, stage: Prefetch) {
         if p.reply {
             // A reply's entry is found at its home without the index (see `pick_port`).
-            if let (Prefetch::Index, Some(e)) = (stage, p.candidate().and_then(|e| self.entries.get(e as usize))) {
-                prefetch(e);
+            // The home is always an entry of the table (`reply_home`); a prefetch of any
+            // address is harmless anyway, so there is nothing to check.
+            if stage == Prefetch::Index {
+                prefetch_at(self.entries.as_ptr().wrapping_add(p.cand.wrapping_sub(1) as usize));
             }
         } else if p.tracked {
             let _ = self.prefetch_hash(&self.fwd, p.hash, stage);

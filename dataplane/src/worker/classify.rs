@@ -125,24 +125,29 @@ pub fn classify(frame: &[u8], iface: &Interface, mac: [u8; 6]) -> Class {
             // Type 8 code 0 (RFC 792), with at least the 8-byte header.
             [8, 0, _, _, _, _, _, _, ..] => Class::Echo,
             // An echo reply: to a NAT'd ping when it comes from the LAN.
-            [0, 0, _, _, _, _, _, _, ..] => lan_only(iface),
+            [0, 0, _, _, _, _, _, _, ..] => return lan_only(iface),
             _ => Class::Drop(DropReason::Unhandled),
         },
-        ip_proto::TCP => lan_only(iface),
+        // NAT replies leave here, before the work only the gateway's own traffic needs.
+        ip_proto::TCP => return lan_only(iface),
         ip_proto::UDP => {
             let Ok(u) = udp::Packet::new_checked(l4) else { return Class::Drop(DropReason::Truncated) };
+            let port = u.dst_port();
+            if port != natt::IKE_PORT && port != natt::PORT {
+                return lan_only(iface);
+            }
             let src = SocketAddrV4::new(ip.src_addr(), u.src_port());
-            let dst = SocketAddrV4::new(dst_ip, u.dst_port());
+            let dst = SocketAddrV4::new(dst_ip, port);
             let payload_off = l4_off + udp::HEADER_LEN;
-            match u.dst_port() {
-                natt::IKE_PORT => Class::Ike { src, dst, offset: payload_off },
-                natt::PORT => match natt::classify(u.payload()) {
+            if port == natt::IKE_PORT {
+                Class::Ike { src, dst, offset: payload_off }
+            } else {
+                match natt::classify(u.payload()) {
                     Ok(natt::Payload::Esp) => Class::Esp,
                     Ok(natt::Payload::Ike) => Class::Ike { src, dst, offset: payload_off + natt::NON_ESP_MARKER_LEN },
                     Ok(natt::Payload::Keepalive) => Class::Keepalive { src },
                     Err(_) => Class::Drop(DropReason::Truncated),
-                },
-                _ => lan_only(iface),
+                }
             }
         }
         _ => Class::Drop(DropReason::Unhandled),
