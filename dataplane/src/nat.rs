@@ -18,7 +18,7 @@
 //!   which remembers it in the parsed flow), and translates ([`ConnTable::admit_known`], else
 //!   [`ConnTable::admit_parsed`]; [`ConnTable::reply_verdict`]) starting from that entry.
 //!   A translated flow's checksum updates are sums computed when its entry is made.
-//! - The worker's session fast path: [`ConnTable::known_hop`] + [`ConnTable::forward_known`]
+//! - The worker's session fast path: [`ConnTable::forward_fast`]
 //!   for a known flow whose entry caches its next hop ([`Hop`], [`ConnTable::set_hop`]);
 //!   [`ConnTable::reply_fast`] for a known flow's reply. Both check without changing anything
 //!   first, so a miss takes the full way uncounted.
@@ -1013,7 +1013,8 @@ impl ConnTable {
         let i = h as usize & ix.mask;
         match stage {
             Prefetch::Index => {
-                prefetch(&ix.slots[i]);
+                // `i` is masked into the index; a prefetch cannot fault anyway.
+                prefetch_at(ix.slots.as_ptr().wrapping_add(i));
                 None
             }
             Prefetch::Entry => {
@@ -1028,7 +1029,8 @@ impl ConnTable {
                     }
                     if (s >> 32) as u32 == h {
                         let e = (s as u32).wrapping_sub(1);
-                        prefetch(self.entries.get(e as usize)?);
+                        // A slot names an entry of the table; a prefetch cannot fault anyway.
+                        prefetch_at(self.entries.as_ptr().wrapping_add(e as usize));
                         return Some(e);
                     }
                     i = (i + 1) & ix.mask;
@@ -1250,25 +1252,50 @@ impl ConnTable {
         (ent.stamp == set.stamp() && ent.expires > now).then_some(e)
     }
 
-    /// The session fast path's check: the entry of a live flow whose cached verdict came from
-    /// `set` and whose cached hop is of route generation `gen`, with that hop. Changes nothing;
-    /// [`ConnTable::forward_known`] translates.
+    /// The session fast path for a parsed tunnel packet: the live entry of its flow, whose
+    /// cached verdict came from `set` and whose cached hop is of route generation `gen`,
+    /// translates it (TTL decremented: the caller checked it is above 1, the packet is
+    /// forwarded) and is refreshed; returns that hop and the verdict to count the packet
+    /// under. `None` changes and counts nothing, so the packet can take the full way.
+    ///
+    /// One call rather than a check and a translation, so the entry is reached once.
     #[inline(always)]
-    pub fn known_hop(&self, now: u64, p: &Parsed, set: &PolicySet, gen: u32) -> Option<(u32, Hop)> {
+    pub fn forward_fast(
+        &mut self,
+        now: u64,
+        p: &Parsed,
+        set: &PolicySet,
+        gen: u32,
+        pkt: &mut [u8],
+    ) -> Option<(Hop, VerdictTag)> {
         let e = self.known(now, p, set)?;
-        let hop = self.entries[e as usize].hop;
-        (hop.gen == gen).then_some((e, hop))
-    }
-
-    /// Translates a packet of known flow `e` ([`ConnTable::known_hop`]), decrements its TTL
-    /// (which the caller checked is above 1: the packet is forwarded) and refreshes the entry;
-    /// the verdict to count it under.
-    #[inline(always)]
-    pub fn forward_known(&mut self, now: u64, e: u32, p: &Parsed, pkt: &mut [u8]) -> VerdictTag {
-        self.forward::<true>(now, e, &p.l4, pkt);
-        bump(&self.counters.fast, 1);
+        let ent = self.entries.get_mut(e as usize)?;
+        if ent.hop.gen != gen {
+            return None;
+        }
+        // One dispatch on the protocol for both the state and its timeout.
+        let t = &self.cfg.timeouts;
+        let timeout = match ent.fwd.proto {
+            ip_proto::TCP => {
+                let state = Self::tcp_state(ent.state, p.l4.tcp_flags);
+                set_if_changed(&mut ent.state, state);
+                if state == ESTABLISHED {
+                    t.tcp_established
+                } else {
+                    t.tcp_transitory
+                }
+            }
+            ip_proto::UDP => t.udp,
+            _ => t.icmp,
+        };
+        set_if_changed(&mut ent.expires, now.saturating_add(timeout));
+        let sums = ent.sums;
+        rewrite::<true>(pkt, &p.l4, true, ent.nat_addr, ent.nat_port, sums.translated, (sums.fwd_ip, sums.fwd_l4));
+        let c = &*self.counters;
+        bump(&c.outbound, 1);
+        bump(&c.fast, 1);
         // `known` checked that the entry has a verdict.
-        self.entries[e as usize].verdict().unwrap_or(VerdictTag::NONE)
+        Some((ent.hop, ent.verdict().unwrap_or(VerdictTag::NONE)))
     }
 
     /// Caches `hop` in live entry `e` ([`ConnTable::flow_entry`]).

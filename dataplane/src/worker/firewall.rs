@@ -499,14 +499,12 @@ impl<B: PacketBuf + Send> State<B> {
     pub(super) fn forward_parked<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, mut buf: B, parked: u8) {
         if let Some(fw) = self.fw.as_mut() {
             if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
-                let now = fw.now_ns;
-                if let Some((e, hop)) = fw.nat.known_hop(now, p, cx.pol, self.hop_gen) {
-                    let pkt = buf.data_mut();
-                    if forwardable(pkt) {
-                        let v = fw.nat.forward_known(now, e, p, pkt);
-                        fw.tally.add(cx.pol, v, pkt.len() as u32, false);
-                        return self.send_framed(io, hop.port, hop.mac, buf);
-                    }
+                let pkt = buf.data_mut();
+                let fast =
+                    if forwardable(pkt) { fw.nat.forward_fast(fw.now_ns, p, cx.pol, self.hop_gen, pkt) } else { None };
+                if let Some((hop, v)) = fast {
+                    fw.tally.add(cx.pol, v, pkt.len() as u32, false);
+                    return self.send_framed(io, hop.port, hop.mac, buf);
                 }
             }
         }
