@@ -837,6 +837,28 @@ fn rewrite<const TTL: bool>(
     translate(pkt, l4, outbound, addr, port, (ip_sum, l4_sum));
 }
 
+/// A packet of `ent`'s flow on its way out: TCP state, expiry (by `timeouts`, one dispatch on
+/// the protocol for both), and the rewrite to the NAT address and port ([`rewrite`]).
+#[inline(always)]
+fn translate_out<const TTL: bool>(ent: &mut Entry, timeouts: &Timeouts, now: u64, l4: &L4, pkt: &mut [u8]) {
+    let timeout = match ent.fwd.proto {
+        ip_proto::TCP => {
+            let state = ConnTable::tcp_state(ent.state, l4.tcp_flags);
+            set_if_changed(&mut ent.state, state);
+            if state == ESTABLISHED {
+                timeouts.tcp_established
+            } else {
+                timeouts.tcp_transitory
+            }
+        }
+        ip_proto::UDP => timeouts.udp,
+        _ => timeouts.icmp,
+    };
+    set_if_changed(&mut ent.expires, now.saturating_add(timeout));
+    let sums = ent.sums;
+    rewrite::<TTL>(pkt, l4, true, ent.nat_addr, ent.nat_port, sums.translated, (sums.fwd_ip, sums.fwd_l4));
+}
+
 /// A reply of `ent`'s flow: TCP state, expiry (by `timeouts`), and the rewrite back to the
 /// client ([`rewrite`]); the verdict that admitted the flow.
 #[inline(always)]
@@ -1084,15 +1106,9 @@ impl ConnTable {
     #[inline(always)]
     fn forward<const TTL: bool>(&mut self, now: u64, e: u32, l4: &L4, pkt: &mut [u8]) -> (u32, u16) {
         let ent = &mut self.entries[e as usize];
-        if ent.fwd.proto == ip_proto::TCP {
-            let state = Self::tcp_state(ent.state, l4.tcp_flags);
-            set_if_changed(&mut ent.state, state);
-        }
-        let (addr, port, proto, state, sums) = (ent.nat_addr, ent.nat_port, ent.fwd.proto, ent.state, ent.sums);
-        set_if_changed(&mut ent.expires, now.saturating_add(self.cfg.timeouts.of(proto, state)));
-        rewrite::<TTL>(pkt, l4, true, addr, port, sums.translated, (sums.fwd_ip, sums.fwd_l4));
+        translate_out::<TTL>(ent, &self.cfg.timeouts, now, l4, pkt);
         bump(&self.counters.outbound, 1);
-        (addr, port)
+        (ent.nat_addr, ent.nat_port)
     }
 
     /// Parses (and hashes) a decrypted packet from `tunnel` for [`ConnTable::admit_parsed`];
@@ -1270,32 +1286,17 @@ impl ConnTable {
     ) -> Option<(Hop, VerdictTag)> {
         let e = self.known(now, p, set)?;
         let ent = self.entries.get_mut(e as usize)?;
-        if ent.hop.gen != gen {
+        let hop = ent.hop;
+        if hop.gen != gen {
             return None;
         }
-        // One dispatch on the protocol for both the state and its timeout.
-        let t = &self.cfg.timeouts;
-        let timeout = match ent.fwd.proto {
-            ip_proto::TCP => {
-                let state = Self::tcp_state(ent.state, p.l4.tcp_flags);
-                set_if_changed(&mut ent.state, state);
-                if state == ESTABLISHED {
-                    t.tcp_established
-                } else {
-                    t.tcp_transitory
-                }
-            }
-            ip_proto::UDP => t.udp,
-            _ => t.icmp,
-        };
-        set_if_changed(&mut ent.expires, now.saturating_add(timeout));
-        let sums = ent.sums;
-        rewrite::<true>(pkt, &p.l4, true, ent.nat_addr, ent.nat_port, sums.translated, (sums.fwd_ip, sums.fwd_l4));
+        // `known` checked that the entry has a verdict.
+        let v = ent.verdict().unwrap_or(VerdictTag::NONE);
+        translate_out::<true>(ent, &self.cfg.timeouts, now, &p.l4, pkt);
         let c = &*self.counters;
         bump(&c.outbound, 1);
         bump(&c.fast, 1);
-        // `known` checked that the entry has a verdict.
-        Some((ent.hop, ent.verdict().unwrap_or(VerdictTag::NONE)))
+        Some((hop, v))
     }
 
     /// Caches `hop` in live entry `e` ([`ConnTable::flow_entry`]).
