@@ -82,10 +82,19 @@ pub struct Timeouts {
 impl Timeouts {
     fn of(&self, proto: u8, state: u8) -> u64 {
         match proto {
-            ip_proto::TCP if state == ESTABLISHED => self.tcp_established,
-            ip_proto::TCP => self.tcp_transitory,
+            ip_proto::TCP => self.tcp(state),
             ip_proto::UDP => self.udp,
             _ => self.icmp,
+        }
+    }
+
+    /// A TCP connection's timeout in `state`.
+    #[inline(always)]
+    fn tcp(&self, state: u8) -> u64 {
+        if state == ESTABLISHED {
+            self.tcp_established
+        } else {
+            self.tcp_transitory
         }
     }
 }
@@ -845,11 +854,7 @@ fn translate_out<const TTL: bool>(ent: &mut Entry, timeouts: &Timeouts, now: u64
         ip_proto::TCP => {
             let state = ConnTable::tcp_state(ent.state, l4.tcp_flags);
             set_if_changed(&mut ent.state, state);
-            if state == ESTABLISHED {
-                timeouts.tcp_established
-            } else {
-                timeouts.tcp_transitory
-            }
+            timeouts.tcp(state)
         }
         ip_proto::UDP => timeouts.udp,
         _ => timeouts.icmp,
@@ -873,7 +878,7 @@ fn translate_back<const TTL: bool>(
     let (state, timeout) = match ent.fwd.proto {
         ip_proto::TCP => {
             let state = ConnTable::tcp_state(if ent.state == OPENING { ESTABLISHED } else { ent.state }, l4.tcp_flags);
-            (state, if state == ESTABLISHED { timeouts.tcp_established } else { timeouts.tcp_transitory })
+            (state, timeouts.tcp(state))
         }
         ip_proto::UDP => (ESTABLISHED, timeouts.udp),
         _ => (ESTABLISHED, timeouts.icmp),
@@ -1589,8 +1594,8 @@ impl ConnTable {
         Ok(e)
     }
 
-    /// The entry of a parsed reply's live flow, for the session fast path; changes (and
-    /// counts) nothing, so a miss can go the full way ([`ConnTable::reply_verdict`]).
+    /// The entry of a parsed reply's live flow (the lookup of [`ConnTable::reply_fast`]);
+    /// changes (and counts) nothing.
     #[inline(always)]
     pub fn reply_known(&self, now: u64, p: &Parsed) -> Option<u32> {
         if !p.reply {
@@ -1617,14 +1622,8 @@ impl ConnTable {
         pkt: &mut [u8],
         way_back: impl FnOnce(Ipv4Addr) -> Option<W>,
     ) -> Option<(W, VerdictTag)> {
-        if !p.reply {
-            return None;
-        }
-        let e = self.find_rev(p)?;
+        let e = self.reply_known(now, p)?;
         let ent = self.entries.get_mut(e as usize)?;
-        if ent.expires <= now {
-            return None;
-        }
         let way = way_back(Ipv4Addr::from(ent.fwd.src))?;
         let v = translate_back::<true>(ent, &self.cfg.timeouts, now, &p.l4, pkt);
         let c = &*self.counters;

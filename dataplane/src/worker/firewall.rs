@@ -370,6 +370,13 @@ fn entries_at_turn(i: usize, loading: usize, n: usize) -> core::ops::Range<usize
     (2 * i).max(loading)..(2 * i + 2).min(n)
 }
 
+/// The park's first turns, the ones that prefetch entries when the last tunnel packet is at
+/// `tunnels_end - 1`: turn i prefetches packets 2i and 2i + 1 ([`entries_at_turn`]).
+#[inline(always)]
+fn prefetch_turns(tunnels_end: usize) -> usize {
+    tunnels_end.div_ceil(2)
+}
+
 /// Whether a parked packet may be forwarded on the fast paths: parsing found a whole IPv4
 /// header, and its TTL is above 1 (the full way drops the others as expired).
 #[inline(always)]
@@ -695,7 +702,7 @@ impl<B: PacketBuf + Send> State<B> {
         // the turn's look at two parked flows, which was a tenth of a reply's firewall
         // instructions (64-byte seal ratio 0.893 → 0.899). Packets go in arrival order: first
         // the turns that prefetch, then the rest.
-        let prefetching = tunnels_end.div_ceil(2);
+        let prefetching = prefetch_turns(tunnels_end);
         for i in 0..prefetching {
             if let Some(fw) = self.fw.as_mut() {
                 for ahead in entries_at_turn(i, fw.entries_loading, tunnels_end) {
@@ -775,7 +782,8 @@ mod tests {
         for n in 0..=crate::port::BURST {
             for loading in 0..=n {
                 let mut when = vec![None; n];
-                for i in 0..n {
+                // The turns the run prefetches in; the others only forward.
+                for i in 0..prefetch_turns(n) {
                     for j in entries_at_turn(i, loading, n) {
                         assert!(when[j].is_none(), "entry {j} of {n} prefetched twice");
                         when[j] = Some(i);
