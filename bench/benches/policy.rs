@@ -863,8 +863,10 @@ fn worker_bench() {
         let rows = worker_layouts();
         if child {
             // One line per (layout, case), read by the parent.
-            for (layout, r) in rows.iter().flat_map(|l| l.iter()).enumerate() {
-                println!("row {layout} {} {} {} {}", r.dir, r.size, r.off_ns, r.on_ns);
+            for (layout, l) in rows.iter().enumerate() {
+                for r in l {
+                    println!("row {layout} {} {} {} {}", r.dir, r.size, r.off_ns, r.on_ns);
+                }
             }
             return;
         }
@@ -886,26 +888,25 @@ fn worker_bench() {
     worker_report(&runs);
 }
 
-/// A child's rows back into layouts (its lines `row <n> <dir> <size> <off> <on>`, in order).
+/// A child's rows back into layouts (its lines `row <layout> <dir> <size> <off> <on>`).
 fn parse_rows(out: &str) -> Vec<Vec<worker_path::Row>> {
-    let mut rows: Vec<worker_path::Row> = Vec::new();
+    let mut layouts: Vec<Vec<worker_path::Row>> = Vec::new();
     for line in out.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if let ["row", _, dir, size, off, on] = f[..] {
-            let dir = if dir == "open" { "open" } else { "seal" };
-            rows.push(worker_path::Row {
-                dir,
+        if let ["row", layout, dir, size, off, on] = f[..] {
+            let layout: usize = layout.parse().expect("layout");
+            if layouts.len() <= layout {
+                layouts.resize_with(layout + 1, Vec::new);
+            }
+            layouts[layout].push(worker_path::Row {
+                dir: if dir == "open" { "open" } else { "seal" },
                 size: size.parse().expect("size"),
                 off_ns: off.parse().expect("off ns"),
                 on_ns: on.parse().expect("on ns"),
             });
         }
     }
-    let cases = {
-        let first = rows.first().map(|r| (r.dir, r.size));
-        rows.iter().skip(1).position(|r| Some((r.dir, r.size)) == first).map_or(rows.len(), |p| p + 1)
-    };
-    rows.chunks(cases.max(1)).map(<[worker_path::Row]>::to_vec).collect()
+    layouts
 }
 
 /// This process's measurements: every case on every layout.
