@@ -310,24 +310,26 @@ fn shared_vs_owned(case: &mut Case) -> (f64, f64, f64) {
         })
     };
     let locked = median((0..5).map(|_| run(&shared, &hdrs, 0)).collect());
-    let hdrs = Arc::new(hdrs);
-    let contended = median(
-        (0..3)
-            .map(|_| {
-                let other = {
-                    let (s, h) = (Arc::clone(&shared), Arc::clone(&hdrs));
-                    std::thread::spawn(move || run(&s, &h, 5000))
-                };
-                let a = run(&shared, &hdrs, 0);
-                let b = other.join().unwrap();
-                // Two threads each did `iters` packets in about max(a, b) per packet: per packet
-                // of the pair's combined throughput.
-                a.max(b) / 2.0
-            })
-            .collect(),
-    );
+    let contended = two_threads(|start| run(&shared, &hdrs, start), 0, 5000);
     case.nat = Arc::try_unwrap(shared).ok().unwrap().into_inner().unwrap();
     (owned, locked, contended)
+}
+
+/// `run(a)` and `run(b)` (each returning ns per packet) on two threads at once; the median of
+/// three such pairs of the time per packet of the pair's combined throughput.
+fn two_threads(run: impl Fn(usize) -> f64 + Sync, a: usize, b: usize) -> f64 {
+    median(
+        (0..3)
+            .map(|_| {
+                std::thread::scope(|s| {
+                    let other = s.spawn(|| run(b));
+                    let x = run(a);
+                    // Each did its packets in about max(x, y) per packet.
+                    x.max(other.join().unwrap()) / 2.0
+                })
+            })
+            .collect(),
+    )
 }
 
 /// A connection table shared by workers without locks, for the measurement behind choosing
@@ -481,23 +483,10 @@ fn lock_free_shared(case: &Case) -> (f64, f64, f64) {
     };
     run(0, 1, true);
     let one = median((0..5).map(|_| run(0, 1, false)).collect());
-    let pair = |a: usize, b: usize, step: usize| {
-        median(
-            (0..3)
-                .map(|_| {
-                    std::thread::scope(|s| {
-                        let other = s.spawn(|| run(b, step, false));
-                        let x = run(a, step, false);
-                        x.max(other.join().unwrap()) / 2.0
-                    })
-                })
-                .collect(),
-        )
-    };
     // Disjoint: one thread on even flow positions, the other on odd ones (FLOWS is even, so
     // even steps from an even start stay even).
-    let split = pair(0, 1, 2);
-    let same = pair(0, 5000, 1);
+    let split = two_threads(|start| run(start, 2, false), 0, 1);
+    let same = two_threads(|start| run(start, 1, false), 0, 5000);
     (one, split, same)
 }
 
