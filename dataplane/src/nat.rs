@@ -582,18 +582,38 @@ impl Rev {
     }
 }
 
-/// An open-addressed index: slot = (hash << 32) | (entry + 1), 0 = empty.
+/// An open-addressed index of 4-byte slots: the entry plus one in the low bits (as many as
+/// the capacity needs), the top bits of the flow's hash above them (a tag that rules out
+/// almost every other flow without reading its entry); 0 = empty. Half the size of slots
+/// holding the whole hash, so more of it stays in the caches: a tunnel packet reads a slot
+/// at random, and the price of such a line grows with the region it comes from.
 #[derive(Debug)]
 struct Index {
-    slots: HugeSlice<u64>,
+    slots: HugeSlice<u32>,
     mask: usize,
+    /// The low bits of a slot that hold entry + 1.
+    emask: u32,
 }
 
 impl Index {
     fn new(capacity: u32) -> Index {
         // At most 50 % load: probes stay short and an empty slot always ends a search.
         let n = (capacity as usize * 2).next_power_of_two().max(16);
-        Index { slots: HugeSlice::new(n, 0), mask: n - 1 }
+        let ebits = 32 - capacity.leading_zeros();
+        let emask = u32::MAX.checked_shr(32 - ebits).unwrap_or(0);
+        Index { slots: HugeSlice::new(n, 0), mask: n - 1, emask }
+    }
+
+    /// The entry a full slot names.
+    #[inline(always)]
+    fn entry(&self, s: u32) -> u32 {
+        (s & self.emask).wrapping_sub(1)
+    }
+
+    /// Whether full slot `s` may be a flow with hash `h` (its tag matches).
+    #[inline(always)]
+    fn tagged(&self, s: u32, h: u32) -> bool {
+        (s ^ h) & !self.emask == 0
     }
 
     #[inline]
@@ -604,9 +624,8 @@ impl Index {
             if s == 0 {
                 return None;
             }
-            let e = (s as u32).wrapping_sub(1);
-            if (s >> 32) as u32 == h && eq(e) {
-                return Some((i, e));
+            if self.tagged(s, h) && eq(self.entry(s)) {
+                return Some((i, self.entry(s)));
             }
             i = (i + 1) & self.mask;
         }
@@ -617,11 +636,12 @@ impl Index {
         while self.slots[i] != 0 {
             i = (i + 1) & self.mask;
         }
-        self.slots[i] = (u64::from(h) << 32) | u64::from(e + 1);
+        self.slots[i] = (h & !self.emask) | (e + 1);
     }
 
     /// Empties `slot` and shifts later members of the probe run back (no tombstones).
-    fn remove(&mut self, mut hole: usize) {
+    /// `hash_of` gives an entry's hash (a slot keeps only its top bits).
+    fn remove(&mut self, mut hole: usize, hash_of: impl Fn(u32) -> u32) {
         let mut j = hole;
         loop {
             j = (j + 1) & self.mask;
@@ -629,7 +649,7 @@ impl Index {
             if s == 0 {
                 break;
             }
-            let home = (s >> 32) as usize & self.mask;
+            let home = hash_of(self.entry(s)) as usize & self.mask;
             // The entry at j may move to the hole unless its home lies cyclically in (hole, j].
             let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
             if !stays {
@@ -1054,8 +1074,8 @@ impl ConnTable {
                     if s == 0 {
                         return None;
                     }
-                    if (s >> 32) as u32 == h {
-                        let e = (s as u32).wrapping_sub(1);
+                    if ix.tagged(s, h) {
+                        let e = ix.entry(s);
                         // A slot names an entry of the table; a prefetch cannot fault anyway.
                         prefetch_at(self.entries.as_ptr().wrapping_add(e as usize));
                         return Some(e);
@@ -1652,11 +1672,11 @@ impl ConnTable {
         let seed = self.cfg.seed;
         let entries = &self.entries;
         if let Some((slot, _)) = self.fwd.find(ent.fwd.hash(seed), |x| x == e) {
-            self.fwd.remove(slot);
+            self.fwd.remove(slot, |x| entries[x as usize].fwd.hash(seed));
         }
         let rev = ent.rev();
         if let Some((slot, _)) = self.rev.find(rev.hash(seed), |x| entries[x as usize].live && x == e) {
-            self.rev.remove(slot);
+            self.rev.remove(slot, |x| entries[x as usize].rev().hash(seed));
         }
         self.entries[e as usize].live = false;
         if let Some(c) = self.per_tunnel.get_mut(ent.fwd.tunnel as usize) {
@@ -1709,13 +1729,35 @@ mod tests {
         for e in 0..8 {
             ix.insert(3, e);
         }
-        ix.remove(ix.find(3, |e| e == 2).unwrap().0);
-        ix.remove(ix.find(3, |e| e == 5).unwrap().0);
+        ix.remove(ix.find(3, |e| e == 2).unwrap().0, |_| 3);
+        ix.remove(ix.find(3, |e| e == 5).unwrap().0, |_| 3);
         for e in [0, 1, 3, 4, 6, 7] {
             assert!(ix.find(3, |x| x == e).is_some(), "entry {e}");
         }
         assert!(ix.find(3, |x| x == 2).is_none());
         assert_eq!(ix.slots.iter().filter(|&&s| s != 0).count(), 6);
+    }
+
+    /// A slot keeps the hash's top bits as a tag: flows with the same home slot but other
+    /// hashes are passed over without asking about their entries, and the largest entry of a
+    /// table (capacity a power of two, the tightest fit) comes back as itself.
+    #[test]
+    fn index_tags_tell_flows_apart_without_their_entries() {
+        for cap in [8u32, 1024, 131_072] {
+            let mut ix = Index::new(cap);
+            let (a, b) = (0xaaaa_0003u32, 0x5555_0003u32);
+            ix.insert(a, 0);
+            ix.insert(b, cap - 1);
+            let mut asked = Vec::new();
+            let found = ix.find(b, |e| {
+                asked.push(e);
+                true
+            });
+            assert_eq!(found.map(|(_, e)| e), Some(cap - 1), "capacity {cap}");
+            assert_eq!(asked, vec![cap - 1], "capacity {cap}: only the tagged entry was asked about");
+            assert_eq!(ix.find(a, |_| true).map(|(_, e)| e), Some(0));
+            assert!(ix.find(0x1234_0003, |_| true).is_none(), "capacity {cap}: an untagged hash finds nothing");
+        }
     }
 
     /// Against a model: entries with random hashes (many sharing home slots) in,
@@ -1745,7 +1787,7 @@ mod tests {
         for &e in gone {
             let (slot, found) = ix.find(hashes[e as usize], |x| x == e).expect("present before removal");
             assert_eq!(found, e);
-            ix.remove(slot);
+            ix.remove(slot, |x| hashes[x as usize]);
         }
         for &e in kept {
             assert_eq!(ix.find(hashes[e as usize], |x| x == e).map(|(_, f)| f), Some(e), "entry {e} kept");
