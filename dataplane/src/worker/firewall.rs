@@ -502,7 +502,7 @@ impl<B: PacketBuf + Send> State<B> {
     /// route nor neighbour lookup — the session fast path of stateful firewalls. Anything else
     /// (new flow, other policy set, routes or neighbours changed since, TTL running out) takes
     /// the full way through `route_inner`, which caches the hop again.
-    #[inline]
+    #[inline(always)]
     pub(super) fn forward_parked<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, mut buf: B, parked: u8) {
         if let Some(fw) = self.fw.as_mut() {
             if let Some(Ok(p)) = fw.flows.get(usize::from(parked)).map(Parked::get) {
