@@ -624,8 +624,10 @@ impl<B: PacketBuf + Send> State<B> {
         timing::timed(timing::Section::Park, || self.stage(io, cx, buf, Arrival::Tunnel(t)));
     }
 
-    /// [`Self::stage`] for a packet from a LAN port.
-    #[inline(never)]
+    /// [`Self::stage`] for a packet from a LAN port. Inlined into the LAN path: as a call it
+    /// cost a 64-byte reply ≈ 3 ns (seal ratio 0.910–0.912 → 0.923–0.928, alternating), more
+    /// than its 15 instructions (callgrind) account for.
+    #[inline(always)]
     pub(super) fn stage_lan<P: PacketIo<Buf = B>>(
         &mut self,
         io: &mut P,
