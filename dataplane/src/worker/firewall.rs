@@ -502,6 +502,8 @@ impl<B: PacketBuf + Send> State<B> {
     /// route nor neighbour lookup — the session fast path of stateful firewalls. Anything else
     /// (new flow, other policy set, routes or neighbours changed since, TTL running out) takes
     /// the full way through `route_inner`, which caches the hop again.
+    // Inlined into the park's run: as a call it cost 41 instructions a packet (callgrind) and
+    // open 64 B ≈ 0.01 of ratio.
     #[inline(always)]
     pub(super) fn forward_parked<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, mut buf: B, parked: u8) {
         if let Some(fw) = self.fw.as_mut() {
@@ -618,8 +620,9 @@ impl<B: PacketBuf + Send> State<B> {
     }
 
     /// [`Self::stage`] for a decrypted packet: the tunnel is passed in two registers (an
-    /// [`Arrival`] would go through memory and be read back right away).
-    #[inline(never)]
+    /// [`Arrival`] would go through memory and be read back right away). Inlined into the ESP
+    /// path: open 64 B 0.921 vs 0.912 as a call (medians of 7 alternating runs).
+    #[inline(always)]
     pub(super) fn stage_tunnel<P: PacketIo<Buf = B>>(&mut self, io: &mut P, cx: Cx<'_, '_>, buf: B, t: FromTunnel) {
         timing::timed(timing::Section::Park, || self.stage(io, cx, buf, Arrival::Tunnel(t)));
     }
